@@ -1,0 +1,3 @@
+"""masklab: switch neurons off on purpose and measure what happens."""
+
+__version__ = "0.1.0"

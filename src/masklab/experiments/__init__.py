@@ -1,0 +1,1 @@
+"""One module per notebook: the steps that notebook calls, in the order it calls them."""

@@ -1,0 +1,1 @@
+"""Keras 3 layers of masklab (registered serializable under the ``masklab`` package name)."""

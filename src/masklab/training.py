@@ -1,0 +1,183 @@
+"""The one training function every notebook uses.
+
+``train`` wraps ``keras.Model.fit``: compiled (XLA where the backend supports it) train and eval steps, the GPU
+when one is visible, the Keras progress bar, optional TensorBoard logs, and best-epoch selection on the
+validation split only, restoring that epoch's weights. It runs on any Keras 3 backend; a ``tf.distribute``
+strategy is accepted on the TensorFlow backend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import keras
+import numpy as np
+import pandas as pd
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` returns. ``history`` has one row per epoch (1-based ``epoch``) and an ``is_best`` flag."""
+
+    model: keras.Model
+    history: pd.DataFrame
+    best_epoch: int
+    best_value: float
+    monitor: str
+    device: str
+
+
+def enable_determinism(seed: int) -> None:
+    """Seed Python, NumPy and the backend from ``seed``; turn on TensorFlow's deterministic ops."""
+    keras.utils.set_random_seed(int(seed))
+    if keras.config.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+def describe_device() -> str:
+    """The accelerator the backend will use, e.g. ``"tensorflow:GPU x1"`` or ``"jax:cpu"``."""
+    backend = keras.config.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        return f"tensorflow:GPU x{len(gpus)}" if gpus else "tensorflow:CPU"
+    if backend == "jax":
+        import jax
+
+        devices = jax.devices()
+        return f"jax:{devices[0].platform} x{len(devices)}"
+    if backend == "torch":
+        import torch
+
+        return f"torch:cuda x{torch.cuda.device_count()}" if torch.cuda.is_available() else "torch:cpu"
+    return backend
+
+
+class BestEpoch(keras.callbacks.Callback):
+    """Remember the weights of the epoch with the best ``monitor`` value and restore them when training ends.
+
+    Ties keep the earlier epoch. ``mode`` is ``"max"`` for accuracies, ``"min"`` for losses.
+    """
+
+    def __init__(self, monitor: str = "val_accuracy", mode: str | None = None, restore: bool = True):
+        super().__init__()
+        self.monitor = monitor
+        self.restore = restore
+        self.mode = mode or ("min" if "loss" in monitor else "max")
+        if self.mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max'. Received: mode={mode!r}")
+        self.best_epoch = 0
+        self.best_value = np.nan
+        self._best_weights = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.monitor not in logs:
+            raise KeyError(f"monitor {self.monitor!r} is not among the logged metrics {sorted(logs)}")
+        value = float(logs[self.monitor])
+        improved = (self.best_epoch == 0 or (value > self.best_value if self.mode == "max"
+                                             else value < self.best_value))
+        if improved:
+            self.best_epoch, self.best_value = epoch + 1, value
+            self._best_weights = self.model.get_weights()
+
+    def on_train_end(self, logs=None):
+        if self.restore and self._best_weights is not None:
+            self.model.set_weights(self._best_weights)
+
+
+def train(
+    model: keras.Model | Callable[[], keras.Model],
+    train_data: tuple[np.ndarray, np.ndarray],
+    val_data: tuple[np.ndarray, np.ndarray],
+    *,
+    epochs: int,
+    batch_size: int = 128,
+    seed: int = 0,
+    optimizer: str | keras.optimizers.Optimizer | Callable[[], keras.optimizers.Optimizer] = "adam",
+    learning_rate: float | None = 1e-3,
+    loss: str | keras.losses.Loss = "sparse_categorical_crossentropy",
+    metrics: tuple = ("accuracy",),
+    monitor: str = "val_accuracy",
+    restore_best: bool = True,
+    jit_compile: bool | str = "auto",
+    strategy=None,
+    log_dir: str | os.PathLike | None = None,
+    callbacks: tuple = (),
+    verbose: int | str = "auto",
+) -> TrainResult:
+    """Train ``model`` on ``train_data`` and select the epoch on ``val_data`` alone.
+
+    Args:
+        model: a zero-argument function building the model (preferred: its initial weights then come from
+            ``seed``; required with ``strategy``, so variables are created inside its scope), or a built model. An uncompiled model is compiled here with
+            ``optimizer`` / ``learning_rate`` / ``loss`` / ``metrics`` / ``jit_compile``; a compiled one is kept.
+        train_data, val_data: ``(x, y)`` arrays; labels are integer classes for the default loss.
+        epochs, batch_size, seed: all randomness (initial weights built here, shuffling, dropout) comes from
+            ``seed``; with the TensorFlow backend ops are deterministic, so two CPU runs give equal numbers.
+        monitor: a ``val_*`` metric; the test split never reaches this function.
+        restore_best: put back the weights of the best epoch (ties: the earliest) when training ends.
+        strategy: a ``tf.distribute`` strategy (TensorFlow backend only), e.g. ``MirroredStrategy``.
+        log_dir: write TensorBoard logs there.
+        verbose: passed to ``fit`` (``"auto"``/1 progress bar, 2 one line per epoch, 0 silent).
+    """
+    if not monitor.startswith("val_"):
+        raise ValueError(f"Epoch selection must use the validation split: monitor must start with 'val_'. "
+                         f"Received: monitor={monitor!r}")
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"epochs and batch_size must be >= 1. Received: epochs={epochs}, batch_size={batch_size}")
+    for what, (x, y) in (("train_data", train_data), ("val_data", val_data)):
+        if len(x) != len(y) or len(x) == 0:
+            raise ValueError(f"{what} needs as many labels as inputs, at least one. "
+                             f"Received: {len(x)} inputs, {len(y)} labels")
+    if strategy is not None:
+        if keras.config.backend() != "tensorflow":
+            raise ValueError(f"A tf.distribute strategy needs the TensorFlow backend. "
+                             f"Received: backend={keras.config.backend()!r}")
+        if isinstance(model, keras.Model):
+            raise ValueError("With a strategy, pass a function that builds the model so its variables are "
+                             "created inside strategy.scope(). Received: a built keras.Model")
+
+    enable_determinism(seed)
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+    with scope:
+        if not isinstance(model, keras.Model):
+            model = model()
+        if not model.compiled:
+            model.compile(optimizer=_make_optimizer(optimizer, learning_rate), loss=loss,
+                          metrics=list(metrics), jit_compile=jit_compile)
+
+    best = BestEpoch(monitor, restore=restore_best)
+    all_callbacks = [best, *callbacks]
+    if log_dir is not None:
+        all_callbacks.append(keras.callbacks.TensorBoard(log_dir=str(log_dir)))
+    fit_history = model.fit(
+        *train_data, validation_data=val_data, epochs=epochs, batch_size=batch_size, shuffle=True,
+        callbacks=all_callbacks, verbose=verbose,
+    )
+    history = pd.DataFrame(fit_history.history)
+    history.insert(0, "epoch", np.arange(1, len(history) + 1))
+    history["is_best"] = history["epoch"] == best.best_epoch
+    return TrainResult(model, history, best.best_epoch, best.best_value, monitor, describe_device())
+
+
+def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int = 1024) -> dict[str, float]:
+    """Loss and metrics of ``model`` on ``(x, y)`` as plain floats (call it once on the test split)."""
+    return {k: float(v) for k, v in model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True).items()}
+
+
+def _make_optimizer(optimizer, learning_rate):
+    if callable(optimizer) and not isinstance(optimizer, keras.optimizers.Optimizer):
+        return optimizer()
+    if isinstance(optimizer, str):
+        optimizer = keras.optimizers.get(optimizer)
+        if learning_rate is not None:
+            optimizer.learning_rate = learning_rate
+    return optimizer
+

@@ -1,0 +1,53 @@
+import gzip
+import os
+import struct
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+def write_idx(path, array: np.ndarray, compress: bool = True) -> None:
+    """Write an unsigned-byte IDX file by hand (magic 0x00 0x00 0x08 ndim, big-endian dims, raw bytes)."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    payload = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    payload += array.tobytes()
+    opener = gzip.open if compress else open
+    with opener(path, "wb") as f:
+        f.write(payload)
+
+
+def random_image_set(rng, n_train, n_test, image_shape=(28, 28), num_classes=10):
+    """Images and labels where every class occurs (labels cycle through the classes, then get shuffled)."""
+    y_train = rng.permutation(np.arange(n_train) % num_classes).astype(np.uint8)
+    y_test = rng.permutation(np.arange(n_test) % num_classes).astype(np.uint8)
+    x_train = rng.integers(0, 256, (n_train, *image_shape), dtype=np.uint8)
+    x_test = rng.integers(0, 256, (n_test, *image_shape), dtype=np.uint8)
+    return x_train, y_train, x_test, y_test
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def small_official_sizes(monkeypatch):
+    """Let the loaders accept small files: the published sizes replaced by (train=200, test=50)."""
+    from masklab import data
+
+    sizes = {name: (200, 50) for name in ("mnist", "fashion_mnist", "cifar10")}
+    monkeypatch.setattr(data, "OFFICIAL_SIZES", {**data.OFFICIAL_SIZES, **sizes})
+    return sizes
+
+
+@pytest.fixture
+def isolated_sources(monkeypatch, tmp_path):
+    """No MASKLAB_DATA_DIR, an empty keras cache, no Debian folder: only what a test puts in place exists."""
+    from masklab import data
+
+    monkeypatch.delenv("MASKLAB_DATA_DIR", raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "no-debian-package")
+    return tmp_path

@@ -1,0 +1,123 @@
+"""The training loop: determinism, epoch selection on val only, the tf.distribute path."""
+
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+from masklab import models, training
+
+
+@pytest.fixture(scope="module")
+def tiny_problem():
+    """A learnable 3-class problem: the class is the argmax of three fixed projections of the input."""
+    rng = np.random.default_rng(0)
+    projections = rng.normal(size=(20, 3))
+    x = rng.normal(size=(600, 20)).astype("float32")
+    y = np.argmax(x @ projections, axis=1)
+    return (x[:400], y[:400]), (x[400:], y[400:])
+
+
+def build():
+    return models.mlp(20, 16, 3)
+
+
+def test_two_runs_with_the_same_seed_are_identical(tiny_problem):
+    train_data, val_data = tiny_problem
+    a = training.train(build, train_data, val_data, epochs=3, batch_size=32, seed=7, verbose=0)
+    b = training.train(build, train_data, val_data, epochs=3, batch_size=32, seed=7, verbose=0)
+    c = training.train(build, train_data, val_data, epochs=3, batch_size=32, seed=8, verbose=0)
+    assert a.history.equals(b.history)
+    for wa, wb in zip(a.model.get_weights(), b.model.get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+    assert not a.history[["loss"]].equals(c.history[["loss"]])
+
+
+def test_best_epoch_is_chosen_on_val_and_its_weights_restored(tiny_problem):
+    train_data, val_data = tiny_problem
+    result = training.train(build, train_data, val_data, epochs=6, batch_size=16, seed=1, learning_rate=0.05,
+                            verbose=0)
+    val_acc = result.history["val_accuracy"].to_numpy()
+    assert result.best_epoch == int(np.argmax(val_acc)) + 1  # argmax: the earliest of ties
+    assert result.history["is_best"].sum() == 1
+    # the returned model really holds that epoch's weights: recompute val accuracy with NumPy
+    w1, b1, w2, b2 = result.model.get_weights()
+    logits = np.maximum(val_data[0] @ w1 + b1, 0) @ w2 + b2
+    np.testing.assert_allclose(np.mean(np.argmax(logits, 1) == val_data[1]), val_acc[result.best_epoch - 1])
+
+
+def test_restore_best_false_keeps_the_last_epoch(tiny_problem):
+    train_data, val_data = tiny_problem
+    result = training.train(build, train_data, val_data, epochs=3, batch_size=16, seed=1, restore_best=False,
+                            verbose=0)
+    scores = training.evaluate(result.model, *val_data)
+    np.testing.assert_allclose(scores["accuracy"], result.history["val_accuracy"].iloc[-1], rtol=1e-6)
+
+
+def test_a_compiled_model_keeps_its_own_settings(tiny_problem):
+    train_data, val_data = tiny_problem
+    model = build()
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    before = [w.copy() for w in model.get_weights()]
+    result = training.train(model, train_data, val_data, epochs=1, verbose=0)
+    for w0, w1 in zip(before, result.model.get_weights()):
+        np.testing.assert_array_equal(w0, w1)  # learning rate 0: nothing moved
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(monitor="accuracy"), "monitor='accuracy'"),
+    (dict(epochs=0), "epochs=0"),
+])
+def test_bad_arguments_are_refused(tiny_problem, kwargs, match):
+    train_data, val_data = tiny_problem
+    with pytest.raises(ValueError, match=match):
+        training.train(build, train_data, val_data, **{"epochs": 1, **kwargs})
+
+
+def test_mismatched_labels_are_refused(tiny_problem):
+    (x, y), val_data = tiny_problem
+    with pytest.raises(ValueError, match="400 inputs, 399 labels"):
+        training.train(build, (x, y[:-1]), val_data, epochs=1)
+
+
+def test_a_strategy_needs_a_model_builder(tiny_problem):
+    import tensorflow as tf
+
+    train_data, val_data = tiny_problem
+    with pytest.raises(ValueError, match="Received: a built keras.Model"):
+        training.train(build(), train_data, val_data, epochs=1, strategy=tf.distribute.get_strategy())
+
+
+MIRRORED_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from masklab import models, training
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    rng = np.random.default_rng(0)
+    projections = rng.normal(size=(20, 3))
+    x = rng.normal(size=(600, 20)).astype("float32")
+    y = np.argmax(x @ projections, axis=1)
+    result = training.train(lambda: models.mlp(20, 16, 3), (x[:400], y[:400]), (x[400:], y[400:]),
+                            epochs=4, batch_size=32, seed=0, learning_rate=0.01, strategy=strategy, verbose=0)
+    print(json.dumps({"replicas": strategy.num_replicas_in_sync,
+                      "val_accuracy": result.history["val_accuracy"].tolist(), "best": result.best_epoch}))
+""")
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_on_two_logical_cpus():
+    out = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    import json
+
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["replicas"] == 2
+    assert max(report["val_accuracy"]) > 0.6  # it learned (chance is 1/3)
+    assert report["val_accuracy"][report["best"] - 1] == max(report["val_accuracy"])
