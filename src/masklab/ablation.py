@@ -65,7 +65,8 @@ def predict_with_masks(model: keras.Model, layer, x: np.ndarray, masks: np.ndarr
 
     ``masks``: ``(K, units)`` KEEP masks. The head runs once on ``x``; the tail runs on the ``K * N`` masked
     activations in chunks of ``batch_size`` rows (default: about 16 M activations per chunk). No model is
-    rebuilt per mask and there is no Python loop over masks.
+    rebuilt per mask and there is no Python loop over masks. Layers downstream of ``layer`` act as usual: a
+    :class:`NeuronMask` there still applies its own stored mask.
     """
     head, tail, units = split_model(model, layer)
     masks = validate_mask(masks, units, what="masks")

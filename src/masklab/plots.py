@@ -46,3 +46,38 @@ def learning_curve(history: pd.DataFrame, path: str | os.PathLike, *, title: str
     fig.tight_layout()
     save_figure(fig, path)
     return fig
+
+
+def accuracy_drop(table: pd.DataFrame, path: str | os.PathLike, *, title: str = "") -> plt.Figure:
+    """Accuracy vs fraction of units switched off, one line per strategy; the band is a 95 % bootstrap
+    interval over repeats (only ``random`` has several). ``table``: ``masklab.ablation.ablation_curve``."""
+    sns.set_theme(style="whitegrid")
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    sns.lineplot(data=table, x="fraction", y="accuracy", hue="strategy", marker="o", errorbar=("ci", 95),
+                 seed=0, ax=ax)
+    ax.set_xlabel("fraction of hidden units switched off")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return fig
+
+
+def mask_examples(image, table: pd.DataFrame, path: str | os.PathLike) -> plt.Figure:
+    """One input image and its class probabilities under each named mask.
+
+    ``table``: tidy ``mask`` / ``class`` / ``probability`` (``masklab.experiments.masks.example_predictions``).
+    """
+    sns.set_theme(style="whitegrid")
+    fig, (ax_img, ax_bar) = plt.subplots(1, 2, figsize=(11, 3.8), width_ratios=(1, 4))
+    ax_img.imshow(image.squeeze(), cmap="gray_r")
+    ax_img.set_axis_off()
+    ax_img.set_title("test image")
+    sns.barplot(data=table, x="class", y="probability", hue="mask", ax=ax_bar)
+    ax_bar.set_ylim(0, 1)
+    ax_bar.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    save_figure(fig, path)
+    return fig

@@ -29,18 +29,28 @@ def prepared_mnist_5k(tmp_path_factory):
     return folder, splits
 
 
-@pytest.mark.slow
-def test_baseline_notebook_runs_and_writes_its_results(prepared_mnist_5k, tmp_path):
+def run_notebook(name, out_dir, **parameters):
     import papermill
 
-    data_dir, splits = prepared_mnist_5k
-    papermill.execute_notebook(
-        str(paths.NOTEBOOKS_DIR / "10-baseline.ipynb"), str(tmp_path / "executed.ipynb"), kernel_name="python3",
-        progress_bar=False,
-        parameters=dict(dataset="mnist_5k", hidden_units=32, epochs=2, batch_size=128, seed=0, verbose=0,
-                        data_dir=str(data_dir), results_dir=str(tmp_path / "results"),
-                        models_dir=str(tmp_path / "models")),
-    )
+    papermill.execute_notebook(str(paths.NOTEBOOKS_DIR / name), str(out_dir / f"executed-{name}"),
+                               kernel_name="python3", progress_bar=False, parameters=parameters)
+
+
+@pytest.fixture(scope="module")
+def tiny_baseline(prepared_mnist_5k, tmp_path_factory):
+    """Notebook 10 with tiny parameters; later notebooks reuse its model as the pipeline does."""
+    data_dir, _ = prepared_mnist_5k
+    tmp_path = tmp_path_factory.mktemp("baseline")
+    run_notebook("10-baseline.ipynb", tmp_path, dataset="mnist_5k", hidden_units=32, epochs=2, batch_size=128,
+                 seed=0, verbose=0, data_dir=str(data_dir), results_dir=str(tmp_path / "results"),
+                 models_dir=str(tmp_path / "models"))
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_baseline_notebook_runs_and_writes_its_results(prepared_mnist_5k, tiny_baseline):
+    _, splits = prepared_mnist_5k
+    tmp_path = tiny_baseline
     metrics = json.loads((tmp_path / "results" / "metrics.json").read_text())
     assert metrics["test_accuracy"] > 0.6  # 32 hidden units, 2 epochs on 3 500 digits: far above chance (0.1)
     assert metrics["best_epoch"] in (1, 2) and metrics["selected_on"] == "val_accuracy"
@@ -50,3 +60,23 @@ def test_baseline_notebook_runs_and_writes_its_results(prepared_mnist_5k, tmp_pa
     assert metrics["val_accuracy"] == pytest.approx(history["val_accuracy"][metrics["best_epoch"] - 1])
     assert (tmp_path / "results" / "learning_curve.png").stat().st_size > 10_000
     assert (tmp_path / "models" / "mnist_5k.keras").exists()
+
+
+@pytest.mark.slow
+def test_neuron_masks_notebook_runs_on_the_baseline_model(prepared_mnist_5k, tiny_baseline, tmp_path):
+    data_dir, splits = prepared_mnist_5k
+    run_notebook("20-neuron-masks.ipynb", tmp_path, dataset="mnist_5k", n_fractions=4, max_fraction=0.9,
+                 repeats=2, check_images=64, seed=0, data_dir=str(data_dir),
+                 models_dir=str(tiny_baseline / "models"), results_dir=str(tmp_path / "results"))
+    metrics = json.loads((tmp_path / "results" / "metrics.json").read_text())
+    baseline = json.loads((tiny_baseline / "results" / "metrics.json").read_text())
+    # nothing switched off == the baseline's own test accuracy; the per-sample batch agrees with NumPy
+    assert metrics["test_accuracy_unmasked"] == pytest.approx(baseline["test_accuracy"], abs=1e-6)
+    assert metrics["per_sample_check"]["max_abs_diff"] < 1e-5
+    assert set(metrics["test_accuracy_by_strategy"]) == {"random", "lowest_activation", "highest_activation",
+                                                         "smallest_weight_norm"}
+    table = np.genfromtxt(tmp_path / "results" / "ablation.csv", delimiter=",", names=True, dtype=None,
+                          encoding="utf-8")
+    assert len(table) == 4 * (2 + 3)
+    for figure in ("accuracy_drop.png", "mask_examples.png"):
+        assert (tmp_path / "results" / figure).stat().st_size > 10_000
