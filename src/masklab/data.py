@@ -187,8 +187,8 @@ def load(name: str, data_dir: str | os.PathLike | None = None, *, download: bool
         return build_dataset(name, *arrays, source=source)
     raise DataNotFoundError(
         f"Dataset {name!r} could not be loaded. Tried, in order:\n  - " + "\n  - ".join(tried) + "\n"
-        f"To fix: put the files in a folder and set MASKLAB_DATA_DIR to it (layouts in masklab.data's "
-        f"docstring), or run once with internet access so keras caches them"
+        "To fix: put the files in a folder and set MASKLAB_DATA_DIR to it (layouts in masklab.data's "
+        "docstring), or run once with internet access so keras caches them"
         + (", or `apt-get install dataset-fashion-mnist`." if name == "fashion_mnist" else ".")
     )
 
