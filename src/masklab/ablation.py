@@ -108,13 +108,18 @@ def unit_scores(model: keras.Model, layer, strategy: str, reference_x: np.ndarra
     """
     layer_obj = get_layer(model, layer)
     _, _, units = split_model(model, layer_obj)
-    mean_activation = None
-    if strategy in ("lowest_activation", "highest_activation"):
-        if reference_x is None:
-            raise ValueError(f"strategy {strategy!r} ranks units by their mean activation on reference data; "
-                             f"pass reference_x (training data, never the evaluation split). Received: None")
-        mean_activation = hidden_activations(model, layer_obj, reference_x).mean(axis=0)
+    mean_activation = (_mean_activation(model, layer_obj, reference_x)
+                       if strategy in ("lowest_activation", "highest_activation") else None)
     return _scores(strategy, layer_obj, units, mean_activation, seed)
+
+
+def _mean_activation(model: keras.Model, layer, reference_x) -> np.ndarray:
+    """Mean activation of each unit on ``reference_x``: the ranking of the activation-based strategies."""
+    if reference_x is None:
+        raise ValueError("The activation-ranked strategies (lowest_activation, highest_activation) rank units by "
+                         "their mean activation on reference data; pass reference_x (training data, never the "
+                         "evaluation split). Received: reference_x=None")
+    return hidden_activations(model, layer, reference_x).mean(axis=0)
 
 
 def _scores(strategy: str, layer: keras.layers.Layer, units: int, mean_activation, seed: int) -> np.ndarray:
@@ -169,12 +174,8 @@ def ablation_curve(model: keras.Model, layer, x: np.ndarray, y: np.ndarray, frac
         raise ValueError(f"x and y must have the same length. Received: {len(x)} and {len(y)}")
     layer = get_layer(model, layer)
     _, _, units = split_model(model, layer)
-    mean_activation = None
-    if {"lowest_activation", "highest_activation"} & set(strategies):
-        if reference_x is None:
-            raise ValueError("activation-ranked strategies need reference_x (training data, never the "
-                             "evaluation split). Received: None")
-        mean_activation = hidden_activations(model, layer, reference_x).mean(axis=0)
+    mean_activation = (_mean_activation(model, layer, reference_x)
+                       if {"lowest_activation", "highest_activation"} & set(strategies) else None)
     repeat_seeds = np.random.SeedSequence(seed).generate_state(repeats)
     blocks, rows = [], []
     for strategy in strategies:
