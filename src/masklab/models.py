@@ -6,12 +6,15 @@ from typing import Sequence
 
 import keras
 
+from masklab.layers import SparseDense, as_connectivity
+
 
 def mlp(input_dim: int = 784, hidden_units: int | Sequence[int] = (600,), num_classes: int = 10, *,
-        activation: str = "relu", name: str = "mlp") -> keras.Model:
+        activation: str = "relu", kernel_regularizer=None, name: str = "mlp") -> keras.Model:
     """``input_dim -> hidden_units... -> num_classes`` softmax MLP (seeds 000/001: 784-600-10, ReLU).
 
     Hidden layers are named ``hidden_1``, ``hidden_2``, ...; the output layer ``output``.
+    ``kernel_regularizer`` applies to the hidden layers' kernels.
     """
     hidden_units = (hidden_units,) if isinstance(hidden_units, int) else tuple(hidden_units)
     if input_dim < 1 or num_classes < 2 or not hidden_units or min(hidden_units) < 1:
@@ -20,6 +23,22 @@ def mlp(input_dim: int = 784, hidden_units: int | Sequence[int] = (600,), num_cl
     inputs = keras.Input((input_dim,), name="pixels")
     x = inputs
     for i, units in enumerate(hidden_units, start=1):
-        x = keras.layers.Dense(units, activation=activation, name=f"hidden_{i}")(x)
+        x = keras.layers.Dense(units, activation=activation, kernel_regularizer=kernel_regularizer,
+                               name=f"hidden_{i}")(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax", name="output")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def sparse_mlp(connectivity, num_classes: int = 10, *, activation: str = "relu", implementation: str = "auto",
+               kernel_regularizer=None, name: str = "sparse_mlp") -> keras.Model:
+    """``input_dim -> SparseDense(units, connectivity) -> num_classes`` softmax MLP (seed 003).
+
+    ``connectivity``: anything ``masklab.layers.as_connectivity`` reads; its shape fixes input_dim and units.
+    The sparse layer is named ``hidden_1`` (so ablation and surgery address it like the dense MLP's).
+    """
+    connectivity = as_connectivity(connectivity)
+    hidden = SparseDense(connectivity.units, connectivity, activation=activation, implementation=implementation,
+                         kernel_regularizer=kernel_regularizer, name="hidden_1")
+    inputs = keras.Input((connectivity.input_dim,), name="inputs")
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="output")(hidden(inputs))
     return keras.Model(inputs, outputs, name=name)

@@ -81,3 +81,92 @@ def mask_examples(image, table: pd.DataFrame, path: str | os.PathLike) -> plt.Fi
     fig.tight_layout()
     save_figure(fig, path)
     return fig
+
+
+def pathway_task(models: pd.DataFrame, knockout: pd.DataFrame, saliency: pd.DataFrame, path: str | os.PathLike, *,
+                 title: str = "") -> plt.Figure:
+    """Three panels (``masklab.experiments.sparse``): test accuracy per model (``pathway_model_table``); mean
+    |d p / d gene| per gene group and model (``input_saliency``, log scale: an exact 0 is drawn at the axis
+    floor and labelled); test accuracy drop when one pathway unit of the true-pathway model is switched off,
+    sorted, causal pathways in colour (``unit_knockout``)."""
+    sns.set_theme(style="whitegrid")
+    fig, (ax_models, ax_saliency, ax_drop) = plt.subplots(1, 3, figsize=(16, 4.4), width_ratios=(2, 3, 3))
+    sns.barplot(data=models, x="model", y="test_accuracy", hue="model", ax=ax_models, legend=False)
+    for container in ax_models.containers:
+        ax_models.bar_label(container, fmt="%.3f", fontsize=9)
+    ax_models.set_ylim(0, 1)
+    ax_models.set_xlabel("")
+    ax_models.set_ylabel("test accuracy")
+    ax_models.tick_params(axis="x", labelsize=8)
+
+    positive = saliency.loc[saliency["mean_abs_gradient"] > 0, "mean_abs_gradient"]
+    floor = float(positive.min()) / 10 if len(positive) else 1e-8
+    shown = saliency.assign(value=saliency["mean_abs_gradient"].clip(lower=floor))
+    sns.barplot(data=shown, x="genes", y="value", hue="model", ax=ax_saliency)
+    for container, (_, part) in zip(ax_saliency.containers, shown.groupby("model", sort=False)):
+        labels = ["exactly 0" if v == 0 else "" for v in part["mean_abs_gradient"]]
+        ax_saliency.bar_label(container, labels=labels, fontsize=8, rotation=90, padding=3)
+    ax_saliency.set_yscale("log")
+    ax_saliency.set_ylim(bottom=floor)
+    ax_saliency.set_xlabel("")
+    ax_saliency.set_ylabel("mean |d p(y=1) / d gene|")
+    ax_saliency.tick_params(axis="x", labelsize=8)
+    ax_saliency.legend(fontsize=8)
+
+    ordered = knockout.sort_values("accuracy_drop", ascending=False, kind="stable").reset_index(drop=True)
+    ordered["rank"] = ordered.index + 1
+    ordered["pathway kind"] = ordered["causal"].map({True: "causal (label depends on it)", False: "other"})
+    sns.scatterplot(data=ordered, x="rank", y="accuracy_drop", hue="pathway kind", style="pathway kind",
+                    hue_order=["causal (label depends on it)", "other"], s=30, ax=ax_drop)
+    ax_drop.set_xlabel("hidden unit (one per pathway), sorted by drop")
+    ax_drop.set_ylabel("test accuracy drop when switched off")
+    ax_drop.set_title("true-pathway model: one unit off at a time", fontsize=10)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return fig
+
+
+def accuracy_vs_density(table: pd.DataFrame, path: str | os.PathLike, *, title: str = "") -> plt.Figure:
+    """Test accuracy vs connection density (log scale), one line per connectivity kind, the dense layer as a
+    dashed line. ``table``: ``masklab.experiments.sparse.receptive_field_sweep``."""
+    sns.set_theme(style="whitegrid")
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    sparse = table[table["connectivity"] != "dense"]
+    sns.lineplot(data=sparse, x="density", y="test_accuracy", hue="connectivity", marker="o", ax=ax)
+    for row in sparse[sparse["connectivity"] == "local patches"].itertuples():
+        ax.annotate(f"k={int(row.patch)}", (row.density, row.test_accuracy), textcoords="offset points",
+                    xytext=(0, 6), ha="center", fontsize=8)
+    dense = table[table["connectivity"] == "dense"]
+    if len(dense):
+        ax.axhline(float(dense["test_accuracy"].iloc[0]), color="grey", linestyle="--", linewidth=1,
+                   label=f"dense ({float(dense['test_accuracy'].iloc[0]):.3f})")
+    ax.set_xscale("log")
+    ax.set_xlabel("fraction of input-to-hidden connections present")
+    ax.set_ylabel("test accuracy")
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return fig
+
+
+def receptive_fields(kernel, image_shape, path: str | os.PathLike, *, units: int = 8, title: str = "") -> plt.Figure:
+    """The first ``units`` columns of a trained ``(pixels, units)`` kernel drawn as images (diverging colours,
+    white = 0): each unit's weights are confined to its patch."""
+    sns.set_theme(style="white")
+    fig, axes = plt.subplots(1, units, figsize=(1.6 * units, 2.0))
+    height, width = image_shape[:2]
+    for j, ax in enumerate(axes):
+        weights = kernel[:, j].reshape(height, width, -1).mean(axis=-1)
+        limit = float(abs(weights).max()) or 1.0
+        ax.imshow(weights, cmap="RdBu_r", vmin=-limit, vmax=limit)
+        ax.set_axis_off()
+        ax.set_title(f"unit {j}", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return fig

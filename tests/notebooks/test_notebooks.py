@@ -80,3 +80,41 @@ def test_neuron_masks_notebook_runs_on_the_baseline_model(prepared_mnist_5k, tin
     assert len(table) == 4 * (2 + 3)
     for figure in ("accuracy_drop.png", "mask_examples.png"):
         assert (tmp_path / "results" / figure).stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_sparse_pathways_notebook_keeps_absent_connections_at_zero(tmp_path):
+    run_notebook("30-sparse-connectivity.ipynb", tmp_path, n_genes=400, n_pathways=20, density=0.05, n_causal=2,
+                 n_train=300, n_val=100, n_test=200, epochs=2, seed=0, results_dir=str(tmp_path / "results"))
+    metrics = json.loads((tmp_path / "results" / "metrics.json").read_text())
+    assert metrics["off_mask_nonzero_weights"] == 0
+    assert set(metrics["models"]) == {"true pathways", "shuffled pathways", "dense"}
+    sparse_models = [m for name, m in metrics["models"].items() if name != "dense"]
+    assert all(m["trainable_parameters"] == metrics["problem"]["connections"] + 20 + 2 * 20 + 2
+               for m in sparse_models)  # connected weights + hidden bias + the 20 -> 2 head
+    # genes in no pathway have no path to a SparseDense model's output: their input gradient is exactly 0
+    assert metrics["saliency"]["true pathways"]["genes in no pathway"] == 0.0
+    assert metrics["saliency"]["dense"]["genes in no pathway"] > 0.0
+    knockout = np.genfromtxt(tmp_path / "results" / "knockout.csv", delimiter=",", names=True, dtype=None,
+                             encoding="utf-8")
+    assert len(knockout) == 20
+    assert (tmp_path / "results" / "pathways.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_sparse_receptive_fields_notebook_sweeps_patch_sizes(prepared_mnist_5k, tmp_path):
+    data_dir, splits = prepared_mnist_5k
+    run_notebook("31-sparse-receptive-fields.ipynb", tmp_path, dataset="mnist_5k", hidden_units=16,
+                 patches="3,28", epochs=1, seed=0, data_dir=str(data_dir), results_dir=str(tmp_path / "results"))
+    metrics = json.loads((tmp_path / "results" / "metrics.json").read_text())
+    assert metrics["off_mask_nonzero_weights"] == 0
+    assert metrics["data"]["fingerprints"] == splits.summary()["fingerprints"]
+    local3 = metrics["models"]["local patches k=3"]
+    assert local3["density"] == pytest.approx(9 / 784)
+    assert local3["trainable_parameters"] == 16 * 9 + 16 + 16 * 10 + 10
+    # a 28 x 28 patch on a 28 x 28 image connects everything: the same weights and result as the dense layer
+    assert metrics["models"]["local patches k=28"]["density"] == 1.0
+    assert metrics["models"]["local patches k=28"]["test_accuracy"] == pytest.approx(
+        metrics["models"]["dense"]["test_accuracy"], abs=0.02)
+    for figure in ("accuracy_vs_density.png", "receptive_fields.png"):
+        assert (tmp_path / "results" / figure).stat().st_size > 5_000
