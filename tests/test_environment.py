@@ -65,8 +65,9 @@ def test_ci_runs_make_test():
 def test_every_dvc_stage_parameter_exists_in_params_yaml():
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert {"sparse_pathways", "sparse_connectivity"} <= set(stages)
     for name, stage in stages.items():
-        for key in stage["do"]["params"]:
+        for key in stage["do"]["params"] if "foreach" in stage else stage["params"]:
             for dataset in params["datasets"]:
                 node = params
                 for part in key.replace("${item}", dataset).split("."):
