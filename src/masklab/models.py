@@ -42,3 +42,19 @@ def sparse_mlp(connectivity, num_classes: int = 10, *, activation: str = "relu",
     inputs = keras.Input((connectivity.input_dim,), name="inputs")
     outputs = keras.layers.Dense(num_classes, activation="softmax", name="output")(hidden(inputs))
     return keras.Model(inputs, outputs, name=name)
+
+
+def seed_cnn(input_shape=(28, 28, 1), num_classes: int = 10, *, name: str = "seed_cnn") -> keras.Model:
+    """Seed 004's federated-learning CNN: conv 5x5 x32 + maxpool, conv 5x5 x64 + maxpool, flatten, dense 512
+    ReLU, dense ``num_classes`` softmax (channels_last, 'same' padding). Layers ``conv_1``, ``pool_1``,
+    ``conv_2``, ``pool_2``, ``flatten``, ``dense_512``, ``output``."""
+    conv = dict(kernel_size=5, padding="same", activation="relu")
+    inputs = keras.Input(tuple(input_shape), name="images")
+    x = keras.layers.Conv2D(32, name="conv_1", **conv)(inputs)
+    x = keras.layers.MaxPooling2D(2, padding="same", name="pool_1")(x)
+    x = keras.layers.Conv2D(64, name="conv_2", **conv)(x)
+    x = keras.layers.MaxPooling2D(2, padding="same", name="pool_2")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dense(512, activation="relu", name="dense_512")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="output")(x)
+    return keras.Model(inputs, outputs, name=name)

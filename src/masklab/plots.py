@@ -170,3 +170,19 @@ def receptive_fields(kernel, image_shape, path: str | os.PathLike, *, units: int
     fig.tight_layout()
     save_figure(fig, path)
     return fig
+
+
+def accuracy_vs_removed(table: pd.DataFrame, path: str | os.PathLike, *, title: str = "") -> plt.Figure:
+    """Test accuracy vs number of units removed, one line per choice (``weight_norm``, ``random`` with a 95 %
+    bootstrap band over draws). ``table``: ``masklab.experiments.surgery.accuracy_vs_removed``."""
+    sns.set_theme(style="whitegrid")
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    sns.lineplot(data=table, x="removed", y="accuracy", hue="how", marker="o", errorbar=("ci", 95), seed=0, ax=ax)
+    ax.set_xlabel("units removed from the 512-unit dense layer")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return fig

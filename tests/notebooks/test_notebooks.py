@@ -118,3 +118,20 @@ def test_sparse_receptive_fields_notebook_sweeps_patch_sizes(prepared_mnist_5k, 
         metrics["models"]["dense"]["test_accuracy"], abs=0.02)
     for figure in ("accuracy_vs_density.png", "receptive_fields.png"):
         assert (tmp_path / "results" / figure).stat().st_size > 5_000
+
+
+@pytest.mark.slow
+def test_neuron_surgery_notebook_removes_units_exactly(prepared_mnist_5k, tmp_path):
+    data_dir, splits = prepared_mnist_5k
+    run_notebook("40-neuron-surgery.ipynb", tmp_path, dataset="mnist_5k", epochs=1, counts="0,100,500", repeats=1,
+                 check_images=32, latency_batch=32, seed=0, data_dir=str(data_dir),
+                 results_dir=str(tmp_path / "results"))
+    metrics = json.loads((tmp_path / "results" / "metrics.json").read_text())
+    checks = metrics["checks"]
+    assert checks["dense_units_after"] == 412 and checks["next_kernel_shape_after"] == [412, 10]
+    assert checks["parameters_before"] - checks["parameters_after"] == 100 * (3136 + 1) + 100 * 10
+    for key in ("index_list", "weight_norm", "conv_filters"):
+        assert checks[key] < 1e-5, key
+    assert metrics["accuracy_vs_removed"]["random"]["0"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+    assert metrics["data"]["fingerprints"] == splits.summary()["fingerprints"]
+    assert (tmp_path / "results" / "accuracy_vs_removed.png").stat().st_size > 10_000
