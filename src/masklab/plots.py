@@ -48,14 +48,12 @@ def learning_curve(history: pd.DataFrame, path: str | os.PathLike, *, title: str
     return fig
 
 
-def accuracy_drop(table: pd.DataFrame, path: str | os.PathLike, *, title: str = "") -> plt.Figure:
-    """Accuracy vs fraction of units switched off, one line per strategy; the band is a 95 % bootstrap
-    interval over repeats (only ``random`` has several). ``table``: ``masklab.ablation.ablation_curve``."""
+def _accuracy_curve(table: pd.DataFrame, x: str, hue: str, xlabel: str, path, title: str) -> plt.Figure:
+    """Test accuracy vs ``x``, one line per ``hue``, a 95 % bootstrap band where there are several repeats."""
     sns.set_theme(style="whitegrid")
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    sns.lineplot(data=table, x="fraction", y="accuracy", hue="strategy", marker="o", errorbar=("ci", 95),
-                 seed=0, ax=ax)
-    ax.set_xlabel("fraction of hidden units switched off")
+    sns.lineplot(data=table, x=x, y="accuracy", hue=hue, marker="o", errorbar=("ci", 95), seed=0, ax=ax)
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1)
     if title:
@@ -63,6 +61,12 @@ def accuracy_drop(table: pd.DataFrame, path: str | os.PathLike, *, title: str = 
     fig.tight_layout()
     save_figure(fig, path)
     return fig
+
+
+def accuracy_drop(table: pd.DataFrame, path: str | os.PathLike, *, title: str = "") -> plt.Figure:
+    """Accuracy vs fraction of units switched off, one line per strategy; the band is a 95 % bootstrap
+    interval over repeats (only ``random`` has several). ``table``: ``masklab.ablation.ablation_curve``."""
+    return _accuracy_curve(table, "fraction", "strategy", "fraction of hidden units switched off", path, title)
 
 
 def mask_examples(image, table: pd.DataFrame, path: str | os.PathLike) -> plt.Figure:
@@ -175,14 +179,4 @@ def receptive_fields(kernel, image_shape, path: str | os.PathLike, *, units: int
 def accuracy_vs_removed(table: pd.DataFrame, path: str | os.PathLike, *, title: str = "") -> plt.Figure:
     """Test accuracy vs number of units removed, one line per choice (``weight_norm``, ``random`` with a 95 %
     bootstrap band over draws). ``table``: ``masklab.experiments.surgery.accuracy_vs_removed``."""
-    sns.set_theme(style="whitegrid")
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    sns.lineplot(data=table, x="removed", y="accuracy", hue="how", marker="o", errorbar=("ci", 95), seed=0, ax=ax)
-    ax.set_xlabel("units removed from the 512-unit dense layer")
-    ax.set_ylabel("test accuracy")
-    ax.set_ylim(0, 1)
-    if title:
-        ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    save_figure(fig, path)
-    return fig
+    return _accuracy_curve(table, "removed", "how", "units removed from the 512-unit dense layer", path, title)
