@@ -74,18 +74,21 @@ def latency_ms(model: keras.Model, x: np.ndarray, repeats: int = 20) -> float:
     return 1000 * float(np.median(times))
 
 
-def surgery_metrics(result: training.TrainResult, splits, checks: dict, curve: pd.DataFrame, latency: dict,
-                    params: dict) -> dict:
+def surgery_metrics(result: training.TrainResult, splits, checks: dict, curve: pd.DataFrame, params: dict) -> dict:
+    """Deterministic numbers only (same bytes on a rerun); latency goes to its own file."""
     mean = curve.groupby(["how", "removed"])["accuracy"].mean()
     return {"test_accuracy": training.evaluate(result.model, images(splits.test), splits.test.y)["accuracy"],
             "best_epoch": result.best_epoch, "checks": checks,
             "accuracy_vs_removed": {h: {str(n): float(a) for n, a in mean[h].items()} for h in mean.index.levels[0]},
-            "latency_ms": latency, "params": params, "data": splits.summary()}
+            "params": params, "data": splits.summary()}
 
 
-def save_surgery(shapes: pd.DataFrame, curve: pd.DataFrame, metrics: dict, dataset: str, results_dir=None) -> dict:
+def save_surgery(shapes: pd.DataFrame, curve: pd.DataFrame, metrics: dict, latency: dict, dataset: str,
+                 results_dir=None) -> dict:
+    """metrics.json (deterministic), latency.json (wall-clock, varies run to run), shapes.csv, the curve."""
     out = paths.stage_results_dir("neuron_surgery", dataset, results_dir)
     written = {"metrics": records.write_json(metrics, out / "metrics.json"),
+               "latency": records.write_json(latency, out / "latency.json"),
                "shapes": records.write_csv(shapes, out / "shapes.csv"),
                "curve": records.write_csv(curve, out / "accuracy_vs_removed.csv"),
                "figure": out / "accuracy_vs_removed.png"}
