@@ -81,13 +81,7 @@ def _validated(matrix, input_names=None, unit_names=None, source="array") -> Con
     if matrix.dtype != bool:
         if not (np.issubdtype(matrix.dtype, np.number)):
             raise ValueError(f"connectivity entries must be 0 or 1. Received: dtype {matrix.dtype} from {source}")
-        if np.issubdtype(matrix.dtype, np.floating) and np.isnan(matrix).any():
-            raise ValueError(f"connectivity contains NaN at (input, unit) "
-                             f"{np.argwhere(np.isnan(matrix))[:5].tolist()} (from {source})")
-        bad = (matrix != 0) & (matrix != 1)
-        if bad.any():
-            raise ValueError(f"connectivity entries must be 0 or 1. Received: {np.unique(matrix[bad])[:10].tolist()} "
-                             f"at (input, unit) {np.argwhere(bad)[:5].tolist()} (from {source})")
+        _check_zero_one(matrix.ravel(), lambda where: np.argwhere(where.reshape(matrix.shape)), source)
         matrix = matrix == 1
     if not matrix.any():
         raise ValueError(f"connectivity has no connection at all (all {matrix.shape} entries are 0; from {source})")
@@ -98,6 +92,18 @@ def _validated(matrix, input_names=None, unit_names=None, source="array") -> Con
     return Connectivity(np.ascontiguousarray(matrix),
                         None if input_names is None else tuple(str(n) for n in input_names),
                         None if unit_names is None else tuple(str(n) for n in unit_names), source)
+
+
+def _check_zero_one(values: np.ndarray, locate, source: str) -> None:
+    """Refuse NaN and anything but 0/1 among ``values``; ``locate(bool_mask)`` gives the (input, unit) pairs of
+    the flagged values (computed only when there is something to report)."""
+    if np.issubdtype(values.dtype, np.floating) and np.isnan(values).any():
+        raise ValueError(f"connectivity contains NaN at (input, unit) {locate(np.isnan(values))[:5].tolist()} "
+                         f"(from {source})")
+    bad = (values != 0) & (values != 1)
+    if bad.any():
+        raise ValueError(f"connectivity entries must be 0 or 1. Received: {np.unique(values[bad])[:10].tolist()} "
+                         f"at (input, unit) {locate(bad)[:5].tolist()} (from {source})")
 
 
 def _is_scipy_sparse(value) -> bool:
@@ -111,14 +117,7 @@ def _is_scipy_sparse(value) -> bool:
 def _from_sparse(matrix, source: str) -> Connectivity:
     coo = matrix.tocoo()
     data = np.asarray(coo.data)
-    if np.issubdtype(data.dtype, np.floating) and np.isnan(data).any():
-        where = np.isnan(data)
-        raise ValueError(f"connectivity contains NaN at (input, unit) "
-                         f"{np.stack([coo.row[where], coo.col[where]], 1)[:5].tolist()} (from {source})")
-    bad = (data != 0) & (data != 1)
-    if bad.any():
-        raise ValueError(f"connectivity entries must be 0 or 1. Received: {np.unique(data[bad])[:10].tolist()} "
-                         f"(from {source})")
+    _check_zero_one(data, lambda where: np.stack([coo.row[where], coo.col[where]], axis=1), source)
     dense = np.zeros(coo.shape, dtype=bool)
     dense[coo.row, coo.col] = data == 1  # duplicate entries would have been summed by tocoo(): checked above
     return _validated(dense, source=source)
