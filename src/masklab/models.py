@@ -6,7 +6,7 @@ from typing import Sequence
 
 import keras
 
-from masklab.layers import SparseDense, as_connectivity
+from masklab.layers import NSDropout, SparseDense, as_connectivity
 
 
 def mlp(input_dim: int = 784, hidden_units: int | Sequence[int] = (600,), num_classes: int = 10, *,
@@ -58,3 +58,41 @@ def seed_cnn(input_shape=(28, 28, 1), num_classes: int = 10, *, name: str = "see
     x = keras.layers.Dense(512, activation="relu", name="dense_512")(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax", name="output")(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+DROPOUT_KINDS = ("nsdropout", "dropout")
+
+
+def dropout_mlp(input_dim: int = 784, hidden_units: Sequence[int] = (128, 128, 128), num_classes: int = 10, *,
+                dropout: str = "nsdropout", rate: float = 0.2, first_layer_l2: float = 0.0, refresh: str = "step",
+                rescale_inference: bool = True, seed: int | None = None, name: str | None = None) -> keras.Model:
+    """Seed 002's network: ``input_dim -> hidden_units (ReLU) -> num_classes`` softmax, one dropout layer after
+    the first hidden layer's activation, L2 ``first_layer_l2`` on the first layer's kernel AND bias.
+
+    ``dropout="nsdropout"``: an :class:`~masklab.layers.NSDropout` layer named ``dropout``; the model's inputs are
+    ``[pixels, mask_class]`` (train with ``fit([x, y], y)``; predict with ``NSDropoutPredictor``).
+    ``dropout="dropout"``: standard ``keras.layers.Dropout`` named ``dropout``; one input, ``pixels``.
+    Layers: ``hidden_1`` ... ``hidden_n``, ``dropout``, ``output``.
+    """
+    hidden_units = tuple(hidden_units)
+    if dropout not in DROPOUT_KINDS:
+        raise ValueError(f"dropout must be one of {DROPOUT_KINDS}. Received: dropout={dropout!r}")
+    if not hidden_units or min(hidden_units) < 1 or input_dim < 1 or num_classes < 2:
+        raise ValueError(f"Need input_dim >= 1, num_classes >= 2 and positive hidden sizes. Received: "
+                         f"input_dim={input_dim}, hidden_units={hidden_units}, num_classes={num_classes}")
+    regularizer = keras.regularizers.L2(first_layer_l2) if first_layer_l2 else None
+    pixels = keras.Input((input_dim,), name="pixels")
+    h = keras.layers.Dense(hidden_units[0], activation="relu", kernel_regularizer=regularizer,
+                           bias_regularizer=regularizer, name="hidden_1")(pixels)
+    if dropout == "nsdropout":
+        mask_class = keras.Input((), dtype="int32", name="mask_class")
+        inputs = [pixels, mask_class]
+        h = NSDropout(rate, num_classes, refresh=refresh, rescale_inference=rescale_inference, seed=seed,
+                      name="dropout")([h, mask_class])
+    else:
+        inputs = pixels
+        h = keras.layers.Dropout(rate, seed=seed, name="dropout")(h)
+    for i, units in enumerate(hidden_units[1:], start=2):
+        h = keras.layers.Dense(units, activation="relu", name=f"hidden_{i}")(h)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="output")(h)
+    return keras.Model(inputs, outputs, name=name or f"{dropout}_mlp")

@@ -180,3 +180,47 @@ def accuracy_vs_removed(table: pd.DataFrame, path: str | os.PathLike, *, title: 
     """Test accuracy vs number of units removed, one line per choice (``weight_norm``, ``random`` with a 95 %
     bootstrap band over draws). ``table``: ``masklab.experiments.surgery.accuracy_vs_removed``."""
     return _accuracy_curve(table, "removed", "how", "units removed from the 512-unit dense layer", path, title)
+
+
+SPLIT_ORDER = ("train", "mask", "selection", "val", "test")
+# one fixed colour per inference mode in every NSDropout figure; the baseline in black
+MODE_COLORS = {"none": "#1f77b4", "predicted": "#ff7f0e", "all": "#2ca02c", "oracle": "#d62728",
+               "standard dropout": "#222222"}
+
+
+def nsdropout_curves(table: pd.DataFrame, path: str | os.PathLike, *, title: str = "") -> plt.Figure:
+    """Accuracy per epoch: one row of panels per protocol, one column per split, one line per inference mode
+    (``standard dropout`` for the baseline). ``table``: ``masklab.experiments.nsdropout.curves``."""
+    sns.set_theme(style="whitegrid")
+    splits = [s for s in SPLIT_ORDER if s in set(table["split"])]
+    modes = [m for m in MODE_COLORS if m in set(table["mode"])] + sorted(set(table["mode"]) - set(MODE_COLORS))
+    palette = dict(zip(modes, [MODE_COLORS.get(m) for m in modes]))
+    palette.update({m: c for m, c in zip(modes, sns.color_palette("tab10", len(modes))) if palette[m] is None})
+    grid = sns.relplot(data=table, x="epoch", y="accuracy", hue="mode", hue_order=modes, palette=palette,
+                       row="protocol", col="split", col_order=splits, kind="line", height=2.6, aspect=1.15,
+                       linewidth=1, alpha=0.85,
+                       facet_kws={"ylim": (0, 1.02), "margin_titles": True})
+    grid.set_titles(row_template="{row_name}", col_template="{col_name} split")
+    if title:
+        grid.figure.suptitle(title, y=1.02, fontsize=10)
+    save_figure(grid.figure, path)
+    return grid.figure
+
+
+def mask_dependence(matrices: dict, path: str | os.PathLike, *, class_names=None, title: str = "") -> plt.Figure:
+    """One heatmap per model: cell (k, j) = fraction of class-j images predicted as class k under class k's
+    mask. A diagonal = accuracy with the true-label mask; bright off-diagonal cells = the mask decides."""
+    sns.set_theme(style="white")
+    fig, axes = plt.subplots(1, len(matrices), figsize=(5.2 * len(matrices), 4.6), squeeze=False)
+    for ax, (name, matrix) in zip(axes[0], matrices.items()):
+        labels = class_names if class_names is not None else range(len(matrix))
+        sns.heatmap(matrix, vmin=0, vmax=1, cmap="rocket_r", annot=len(matrix) <= 10, fmt=".2f",
+                    annot_kws={"fontsize": 6}, xticklabels=labels, yticklabels=labels, cbar=False, ax=ax)
+        ax.set_xlabel("class of the image (j)")
+        ax.set_ylabel("class whose mask is applied (k)")
+        ax.set_title(name, fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return fig

@@ -135,3 +135,32 @@ def test_neuron_surgery_notebook_removes_units_exactly(prepared_mnist_5k, tmp_pa
     assert metrics["accuracy_vs_removed"]["random"]["0"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
     assert metrics["data"]["fingerprints"] == splits.summary()["fingerprints"]
     assert (tmp_path / "results" / "accuracy_vs_removed.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_nsdropout_notebook_reproduces_and_corrects(prepared_mnist_5k, tmp_path):
+    data_dir, splits = prepared_mnist_5k
+    run_notebook("50-nsdropout.ipynb", tmp_path, dataset="mnist_5k", epochs=6, pool_size=800, seeds="0,1",
+                 curve_every=3, data_dir=str(data_dir), results_dir=str(tmp_path / "results"))
+    metrics = json.loads((tmp_path / "results" / "metrics.json").read_text())
+    sizes = {protocol: {name: s["size"] for name, s in parts.items()} for protocol, parts in metrics["splits"].items()}
+    assert sizes["original"] == {"train": 640, "mask": 160, "selection": 128, "test": 1000}
+    assert sizes["corrected"] == {"train": 640, "mask": 160, "val": 500, "test": 1000}
+    assert metrics["data"]["fingerprints"] == splits.summary()["fingerprints"]
+    original = metrics["original"]["nsdropout"]
+    assert set(original["accuracy"]) == {"none", "predicted", "all", "oracle"}
+    assert 1 <= original["best_epoch"] <= 6
+    corrected = metrics["corrected"]
+    assert [s["seed"] for s in corrected["per_seed"]] == [0, 1]
+    for mode in ("none", "predicted", "all"):
+        per_seed = [s["nsdropout"][mode]["accuracy"][mode] for s in corrected["per_seed"]]
+        assert corrected["nsdropout"][mode]["mean"] == pytest.approx(np.mean(per_seed))
+        assert corrected["nsdropout"][mode]["std"] == pytest.approx(np.std(per_seed, ddof=1))
+    assert set(metrics["controls"]) == {"true-label masks (original)", "shuffled-label masks", "random class masks"}
+    table = (tmp_path / "results" / "table.md").read_text().splitlines()
+    assert len(table) == 8 and table[0] == "| test error % (1 - accuracy) | mnist_5k |"
+    curves = np.genfromtxt(tmp_path / "results" / "curves.csv", delimiter=",", names=True, dtype=None,
+                           encoding="utf-8")
+    assert set(curves["epoch"]) == {1, 3, 6}
+    for figure in ("accuracy_curves.png", "mask_dependence.png"):
+        assert (tmp_path / "results" / figure).stat().st_size > 10_000

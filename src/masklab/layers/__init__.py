@@ -4,7 +4,11 @@ from masklab.layers.connectivity import (Connectivity, as_connectivity, connecti
                                          local_receptive_fields)
 from masklab.layers.neuron_mask import (NeuronMask, dropped_units, keep_from_off, keep_mask, keep_masks,
                                         validate_mask)
+from masklab.layers.nsdropout import (NSDropout, NSDropoutPredictor, NSDropoutRefresh, class_means,
+                                      decide_from_all_masks, masks_from_differences, predict_classes)
 from masklab.layers.sparse_dense import SparseDense
 
-__all__ = ["Connectivity", "NeuronMask", "SparseDense", "as_connectivity", "connectivity_from_pairs",
-           "dropped_units", "keep_from_off", "keep_mask", "keep_masks", "local_receptive_fields", "validate_mask"]
+__all__ = ["Connectivity", "NSDropout", "NSDropoutPredictor", "NSDropoutRefresh", "NeuronMask", "SparseDense",
+           "as_connectivity", "class_means", "connectivity_from_pairs", "decide_from_all_masks", "dropped_units",
+           "keep_from_off", "keep_mask", "keep_masks", "local_receptive_fields", "masks_from_differences",
+           "predict_classes", "validate_mask"]
