@@ -190,19 +190,21 @@ class NSDropout(keras.layers.Layer):
         x, mask_class = inputs
         mask_class = ops.reshape(ops.cast(mask_class, "int32"), (-1,))
         self._check_eager_classes(mask_class, x)
-        masks = ops.cast(self.class_masks, x.dtype)
+        masks = ops.cast(self.class_masks.value, x.dtype)
+        refreshed = ops.convert_to_tensor(self.refreshed.value) > 0
         if training and self.refresh_schedule == "step":
+            split_counts = ops.cast(self.mask_split_counts.value, x.dtype)
             train_means, train_counts = class_means(x, mask_class, self.num_classes)
-            fresh = refreshed_class_masks(train_means, train_counts, ops.cast(self.mask_split_means, x.dtype),
-                                          ops.cast(self.mask_split_counts, x.dtype), masks, self.n_drop)
-            ready = ops.sum(self.mask_split_counts) > 0  # mask-split means stored by the callback
+            fresh = refreshed_class_masks(train_means, train_counts, ops.cast(self.mask_split_means.value, x.dtype),
+                                          split_counts, masks, self.n_drop)
+            ready = ops.sum(split_counts) > 0  # the callback has stored the mask split's class means
             masks = ops.where(ready, fresh, masks)
+            refreshed = ops.logical_or(refreshed, ready)
             self.class_masks.assign(ops.cast(masks, self.class_masks.dtype))
-            self.refreshed.assign(ops.where(ready, 1.0, self.refreshed))
+            self.refreshed.assign(ops.cast(refreshed, self.refreshed.dtype))
         has_class = (mask_class >= 0)[:, None]
         per_sample = ops.take(masks, ops.clip(mask_class, 0, self.num_classes - 1), axis=0)
         per_sample = ops.where(has_class, per_sample, ops.ones_like(per_sample))
-        refreshed = ops.cast(self.refreshed, "float32") > 0
         if training:
             bernoulli = ops.cast(keras.random.uniform(ops.shape(x), seed=self.seed_generator) >= self.rate, x.dtype)
             keep = ops.where(refreshed, per_sample, bernoulli)
@@ -238,7 +240,7 @@ class NSDropout(keras.layers.Layer):
         train_means, train_counts = class_means(train_activations, train_labels, self.num_classes)
         mask_means, mask_counts = class_means(mask_activations, mask_labels, self.num_classes)
         self.class_masks.assign(refreshed_class_masks(train_means, train_counts, mask_means, mask_counts,
-                                                      ops.convert_to_tensor(self.class_masks), self.n_drop))
+                                                      self.class_masks.value, self.n_drop))
         self.refreshed.assign(1.0)
         return sorted(set(range(self.num_classes)) - set(np.unique(train_labels).tolist()))
 
