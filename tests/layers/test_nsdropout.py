@@ -245,6 +245,24 @@ def test_epoch_callback_refreshes_from_the_current_weights(rng):
     np.testing.assert_array_equal(model.get_layer("dropout").get_class_masks(), expected)
 
 
+def test_epoch_callback_without_train_data_uses_the_activations_the_steps_saw(rng):
+    model = small_model(rng, refresh="epoch")
+    model.compile(keras.optimizers.SGD(0.0), "sparse_categorical_crossentropy")  # weights stay fixed
+    x, x_mask = rng.normal(size=(90, 6)).astype("float32"), rng.normal(size=(30, 6)).astype("float32")
+    y, y_mask = np.arange(90) % CLASSES, np.arange(30) % CLASSES
+    layer = model.get_layer("dropout")
+    initial = layer.get_class_masks()
+    keep = y != 2  # class 2 never seen by a training step: its mask must stay as it was
+    model.fit([x[keep], y[keep]], y[keep], batch_size=16, epochs=1, verbose=0,
+              callbacks=[NSDropoutRefresh((x_mask, y_mask))])
+    kernel, bias = (np.asarray(v) for v in model.get_layer("hidden_1").weights)
+    expected = numpy_class_masks(relu(x[keep] @ kernel + bias), y[keep], relu(x_mask @ kernel + bias), y_mask,
+                                 previous=initial)
+    np.testing.assert_array_equal(layer.get_class_masks(), expected)
+    np.testing.assert_array_equal(layer.get_class_masks()[2], initial[2])
+    assert float(np.asarray(layer.epoch_counts).sum()) == 0  # accumulators reset for the next epoch
+
+
 def test_step_callback_stores_the_mask_split_class_means(rng):
     model = small_model(rng, refresh="step")
     model.compile("adam", "sparse_categorical_crossentropy")
@@ -313,8 +331,6 @@ def test_callbacks_and_predictor_refuse_what_they_cannot_use(rng):
     model = small_model(rng, refresh="epoch")
     model.compile("adam", "sparse_categorical_crossentropy")
     x, y = rng.normal(size=(30, 6)).astype("float32"), np.arange(30) % CLASSES
-    with pytest.raises(ValueError, match="needs train_data"):
-        model.fit([x, y], y, epochs=1, verbose=0, callbacks=[NSDropoutRefresh((x, y))])
     with pytest.raises(ValueError, match=r"no sample of classes \[2\]"):
         model.fit([x, y], y, epochs=1, verbose=0,
                   callbacks=[NSDropoutRefresh((x[y != 2], y[y != 2]), train_data=(x, y))])

@@ -26,7 +26,8 @@ same class. ``all_rule="average"`` instead predicts ``argmax_c mean_k p_k[c]`` (
 **Refresh schedule** (``refresh=``):
 
 * ``"epoch"`` (mini-batch training): :class:`NSDropoutRefresh`, a callback, recomputes the masks at the end of
-  every epoch from the train and mask-split activations of the current weights;
+  every epoch, from the class means of the activations the epoch's training steps saw (summed in the graph
+  as they pass) against the mask split's activations under the current weights;
 * ``"step"`` (full-batch training, the original's schedule): every training step recomputes the masks in the
   graph from that step's batch (the whole training set) against the mask-split class means that the callback
   stores at the end of every epoch (one epoch = one step);
@@ -36,7 +37,7 @@ same class. ``all_rule="average"`` instead predicts ``argmax_c mean_k p_k[c]`` (
 value (all ones, i.e. keep every unit, if it was never refreshed). Absent from the *mask split* handed to the
 callback or to :meth:`NSDropout.refresh`, it is an error: every class needs a mask.
 
-The mask refresh is vectorized and in-graph: one one-hot matmul gives all class means, ``top_k`` gives all class
+The mask refresh is vectorized and in-graph: one segment sum gives all class means, ``top_k`` gives all class
 masks; there is no loop over samples or classes, and it runs on whatever device the backend uses.
 """
 
@@ -54,15 +55,25 @@ ALL_RULES = ("consistent", "average")
 # ------------------------------------------------------------------------------------------- mask computation
 
 
-def class_means(activations, labels, num_classes: int):
-    """Per-class mean activations ``(num_classes, units)`` and counts ``(num_classes,)``, by one one-hot matmul.
+def class_sums(activations, labels, num_classes: int):
+    """Per-class sums of activations ``(num_classes, units)`` and counts ``(num_classes,)`` by one segment sum.
 
-    Labels outside ``[0, num_classes)`` (e.g. ``-1``) belong to no class. A class with no sample has mean 0.
+    Labels outside ``[0, num_classes)`` (e.g. ``-1``) belong to no class: they go to an extra segment that is
+    dropped, so no backend's treatment of out-of-range segment ids matters.
     """
     activations = ops.convert_to_tensor(activations)
-    one_hot = ops.one_hot(ops.cast(ops.reshape(labels, (-1,)), "int32"), num_classes, dtype=activations.dtype)
-    counts = ops.sum(one_hot, axis=0)
-    sums = ops.matmul(ops.transpose(one_hot), activations)
+    labels = ops.cast(ops.reshape(labels, (-1,)), "int32")
+    segments = ops.where(ops.logical_and(labels >= 0, labels < num_classes), labels, num_classes)
+    sums = ops.segment_sum(activations, segments, num_segments=num_classes + 1)[:num_classes]
+    counts = ops.segment_sum(ops.ones_like(segments, dtype=activations.dtype), segments,
+                             num_segments=num_classes + 1)[:num_classes]
+    return sums, counts
+
+
+def class_means(activations, labels, num_classes: int):
+    """Per-class mean activations ``(num_classes, units)`` and counts ``(num_classes,)``; a class with no
+    sample has mean 0 (and count 0). Labels outside ``[0, num_classes)`` belong to no class."""
+    sums, counts = class_sums(activations, labels, num_classes)
     return sums / ops.maximum(counts, 1.0)[:, None], counts
 
 
@@ -136,7 +147,8 @@ class NSDropout(keras.layers.Layer):
         seed: seed of the Bernoulli masks used before the first refresh.
 
     State (non-trainable, saved with the weights): ``class_masks`` ``(num_classes, units)``, ``refreshed``
-    (0 before the first refresh, then 1), ``mask_split_means`` / ``mask_split_counts`` (``"step"`` schedule).
+    (0 before the first refresh, then 1), ``mask_split_means`` / ``mask_split_counts`` (``"step"`` schedule),
+    ``epoch_sums`` / ``epoch_counts`` (``"epoch"`` schedule: the current epoch's training activations).
     """
 
     def __init__(self, rate: float, num_classes: int, refresh: str = "epoch", rescale_inference: bool = True,
@@ -185,6 +197,10 @@ class NSDropout(keras.layers.Layer):
                                                 trainable=False)
         self.mask_split_counts = self.add_weight(name="mask_split_counts", shape=(self.num_classes,),
                                                  initializer="zeros", trainable=False)
+        # "epoch" schedule: class sums of the activations seen by this epoch's training steps
+        self.epoch_sums = self.add_weight(name="epoch_sums", shape=table, initializer="zeros", trainable=False)
+        self.epoch_counts = self.add_weight(name="epoch_counts", shape=(self.num_classes,), initializer="zeros",
+                                            trainable=False)
 
     def call(self, inputs, training=None):
         x, mask_class = inputs
@@ -202,6 +218,10 @@ class NSDropout(keras.layers.Layer):
             refreshed = ops.logical_or(refreshed, ready)
             self.class_masks.assign(ops.cast(masks, self.class_masks.dtype))
             self.refreshed.assign(ops.cast(refreshed, self.refreshed.dtype))
+        elif training and self.refresh_schedule == "epoch":
+            sums, counts = class_sums(ops.stop_gradient(x), mask_class, self.num_classes)
+            self.epoch_sums.assign(self.epoch_sums.value + ops.cast(sums, self.epoch_sums.dtype))
+            self.epoch_counts.assign(self.epoch_counts.value + ops.cast(counts, self.epoch_counts.dtype))
         has_class = (mask_class >= 0)[:, None]
         per_sample = ops.take(masks, ops.clip(mask_class, 0, self.num_classes - 1), axis=0)
         per_sample = ops.where(has_class, per_sample, ops.ones_like(per_sample))
@@ -243,6 +263,24 @@ class NSDropout(keras.layers.Layer):
                                                       self.class_masks.value, self.n_drop))
         self.refreshed.assign(1.0)
         return sorted(set(range(self.num_classes)) - set(np.unique(train_labels).tolist()))
+
+    def refresh_from_epoch(self, mask_activations, mask_labels) -> list[int]:
+        """Recompute the class masks from the class means of the activations this epoch's training steps saw
+        (accumulated in the graph, no extra pass over the training data) against the mask split's; then reset
+        the accumulators. Returns the classes no training step saw, whose masks were kept unchanged."""
+        self._require_built("refresh_from_epoch")
+        mask_activations = _check_activations(mask_activations, self.units, "mask_activations")
+        mask_labels = self._check_mask_split_labels(mask_labels, len(mask_activations))
+        counts = self.epoch_counts.value
+        train_means = self.epoch_sums.value / ops.maximum(counts, 1.0)[:, None]
+        mask_means, mask_counts = class_means(mask_activations, mask_labels, self.num_classes)
+        self.class_masks.assign(refreshed_class_masks(train_means, counts, mask_means, mask_counts,
+                                                      self.class_masks.value, self.n_drop))
+        self.refreshed.assign(1.0)
+        absent = np.flatnonzero(np.asarray(ops.convert_to_numpy(counts)) == 0).tolist()
+        self.epoch_sums.assign(ops.zeros_like(self.epoch_sums.value))
+        self.epoch_counts.assign(ops.zeros_like(self.epoch_counts.value))
+        return absent
 
     def set_mask_split(self, mask_activations, mask_labels) -> None:
         """Store the mask split's class means for the ``"step"`` schedule (the next training step uses them)."""
@@ -443,10 +481,15 @@ def predict_classes(model: keras.Model, x, mode: str, labels=None, *, layer=None
 class NSDropoutRefresh(keras.callbacks.Callback):
     """Refresh an NSDropout layer's masks at the end of every epoch, from data the caller names.
 
-    ``mask_data``: ``(x, y)`` of the mask split (carved from the training data; never scored). With the
-    ``"epoch"`` schedule ``train_data`` ``(x, y)`` is required too and the class masks are recomputed from both
-    sides' activations under the current weights. With ``"step"`` only the mask split's class means are stored;
-    the next training step recomputes the masks from its own batch. ``"never"``: nothing happens.
+    ``mask_data``: ``(x, y)`` of the mask split (carved from the training data; never scored).
+
+    * ``"epoch"`` schedule: the class masks are recomputed at every epoch end. The training side's class means
+      are those of the activations the epoch's training steps saw (accumulated in the graph: no extra pass);
+      with ``train_data=(x, y)`` they are instead recomputed exactly under the end-of-epoch weights, at the cost
+      of one more forward pass over ``x``.
+    * ``"step"``: only the mask split's class means are stored; the next training step recomputes the masks
+      from its own batch.
+    * ``"never"``: nothing happens.
     """
 
     def __init__(self, mask_data, train_data=None, layer=None, batch_size: int = 4096):
@@ -460,8 +503,6 @@ class NSDropoutRefresh(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self.predictor = NSDropoutPredictor(self.model, self.layer_ref)
         layer = self.predictor.layer
-        if layer.refresh_schedule == "epoch" and self.train_data is None:
-            raise ValueError(f"{layer.name!r} refreshes per epoch and needs train_data=(x, y). Received: None")
         x_mask, y_mask = self.mask_data
         layer._check_mask_split_labels(y_mask, len(x_mask))
         if self.train_data is not None:
@@ -476,7 +517,10 @@ class NSDropoutRefresh(keras.callbacks.Callback):
         if layer.refresh_schedule == "step":
             layer.set_mask_split(mask_hidden, y_mask)
         else:
-            x_train, y_train = self.train_data
-            absent = layer.refresh(self.predictor.hidden(x_train), y_train, mask_hidden, y_mask)
+            if self.train_data is None:
+                absent = layer.refresh_from_epoch(mask_hidden, y_mask)
+            else:
+                x_train, y_train = self.train_data
+                absent = layer.refresh(self.predictor.hidden(x_train), y_train, mask_hidden, y_mask)
             if absent:
                 self.absent_classes[epoch + 1] = absent
