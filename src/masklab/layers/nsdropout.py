@@ -370,6 +370,9 @@ class NSDropoutPredictor:
             raise ValueError(f"The mask_class input of {self.layer.name!r} must be an input of model "
                              f"{model.name!r}. Received model inputs: {[t.name for t in model.inputs]}")
         x_inputs = [t for t in model.inputs if t is not class_input]
+        if len(x_inputs) != 1:
+            raise ValueError(f"NSDropoutPredictor needs a model with one data input besides mask_class. "
+                             f"Received data inputs: {[t.name for t in x_inputs]}")
         self.head = keras.Model(x_inputs, activations, name=f"{model.name}_head")
         try:
             self.tail = keras.Model(self.layer.output, model.outputs, name=f"{model.name}_tail")
@@ -392,12 +395,14 @@ class NSDropoutPredictor:
         masks = self.layer.get_class_masks()
         return self._tail(hidden * masks[classes] * np.float32(self.layer.inference_scale))
 
+    def _under_every_mask(self, hidden: np.ndarray) -> np.ndarray:
+        n, k = len(hidden), self.layer.num_classes
+        return self._masked(np.tile(hidden, (k, 1)), np.repeat(np.arange(k), n)).reshape(k, n, -1)
+
     def outputs_under_every_mask(self, x) -> tuple[np.ndarray, np.ndarray]:
         """``(plain, per_mask)``: outputs with no mask ``(N, C)`` and with each class mask ``(K, N, C)``."""
         hidden = self.hidden(x)
-        n, k = len(hidden), self.layer.num_classes
-        per_mask = self._masked(np.tile(hidden, (k, 1)), np.repeat(np.arange(k), n)).reshape(k, n, -1)
-        return self._tail(hidden), per_mask
+        return self._tail(hidden), self._under_every_mask(hidden)
 
     def predict_classes(self, x, mode: str, labels=None, all_rule: str = "consistent") -> np.ndarray:
         """``(N,)`` predicted classes under one inference ``mode``."""
@@ -423,10 +428,7 @@ class NSDropoutPredictor:
         hidden = self.hidden(x)
         plain = self._tail(hidden)
         unmasked_prediction = plain.argmax(-1)
-        per_mask = None
-        if "all" in modes:
-            n, k = len(hidden), self.layer.num_classes
-            per_mask = self._masked(np.tile(hidden, (k, 1)), np.repeat(np.arange(k), n)).reshape(k, n, -1)
+        per_mask = self._under_every_mask(hidden) if "all" in modes else None
         result = {}
         for mode in modes:
             if mode == "none":
