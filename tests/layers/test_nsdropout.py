@@ -243,6 +243,7 @@ def test_epoch_callback_refreshes_from_the_current_weights(rng):
     kernel, bias = (np.asarray(v) for v in model.get_layer("hidden_1").weights)
     expected = numpy_class_masks(relu(x @ kernel + bias), y, relu(x_mask @ kernel + bias), y_mask)
     np.testing.assert_array_equal(model.get_layer("dropout").get_class_masks(), expected)
+    assert float(np.asarray(model.get_layer("dropout").epoch_counts).sum()) == 0  # each epoch starts afresh
 
 
 def test_epoch_callback_without_train_data_uses_the_activations_the_steps_saw(rng):

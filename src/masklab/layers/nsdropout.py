@@ -262,6 +262,7 @@ class NSDropout(keras.layers.Layer):
         self.class_masks.assign(refreshed_class_masks(train_means, train_counts, mask_means, mask_counts,
                                                       self.class_masks.value, self.n_drop))
         self.refreshed.assign(1.0)
+        self._reset_epoch_sums()
         return sorted(set(range(self.num_classes)) - set(np.unique(train_labels).tolist()))
 
     def refresh_from_epoch(self, mask_activations, mask_labels) -> list[int]:
@@ -278,9 +279,13 @@ class NSDropout(keras.layers.Layer):
                                                       self.class_masks.value, self.n_drop))
         self.refreshed.assign(1.0)
         absent = np.flatnonzero(np.asarray(ops.convert_to_numpy(counts)) == 0).tolist()
+        self._reset_epoch_sums()
+        return absent
+
+    def _reset_epoch_sums(self) -> None:
+        """A refresh closes an epoch: the next one sums its training activations from zero."""
         self.epoch_sums.assign(ops.zeros_like(self.epoch_sums.value))
         self.epoch_counts.assign(ops.zeros_like(self.epoch_counts.value))
-        return absent
 
     def set_mask_split(self, mask_activations, mask_labels) -> None:
         """Store the mask split's class means for the ``"step"`` schedule (the next training step uses them)."""
