@@ -151,7 +151,8 @@ def classifier(model: keras.Model):
 
 @dataclass
 class Run:
-    """One trained model: the monitor (curves and best epochs) and the model at its last epoch."""
+    """One trained model and its monitor (curves, best epoch per mode). The model holds its last epoch's weights
+    until ``use_best`` / ``score`` put back those of a mode's selected epoch."""
 
     model: keras.Model
     monitor: AccuracyMonitor
