@@ -1,8 +1,9 @@
-"""Shared by the benchmark scripts: a timing callback and the JSON writer."""
+"""Shared by the benchmark scripts: a timing callback, interleaved call timing and the JSON writer."""
 
 from __future__ import annotations
 
 import platform
+import statistics
 import time
 
 import keras
@@ -29,3 +30,28 @@ def write_benchmark(name: str, result: dict) -> None:
                                     "backend": keras.config.backend()}}
     path = records.write_json(result, paths.RESULTS_DIR / "benchmarks" / f"{name}.json")
     print(f"wrote {path}")
+
+
+def compiled(model: keras.Model):
+    """One XLA-compiled inference function for ``model`` (TensorFlow backend): no Keras predict-loop overhead."""
+    import tensorflow as tf
+
+    return tf.function(lambda x: model(x, training=False), jit_compile=True)
+
+
+def median_ms(functions: dict, x, rounds: int) -> dict[str, float]:
+    """Median wall-clock milliseconds per call of each function on ``x``. Calls are interleaved round by round so
+    that machine drift hits every variant alike; the first call of each (compilation) is not timed."""
+    def run(fn):
+        out = fn(x)
+        return out.numpy() if hasattr(out, "numpy") else out
+
+    for fn in functions.values():
+        run(fn)
+    seconds = {name: [] for name in functions}
+    for _ in range(rounds):
+        for name, fn in functions.items():
+            start = time.perf_counter()
+            run(fn)
+            seconds[name].append(time.perf_counter() - start)
+    return {name: 1000 * statistics.median(s) for name, s in seconds.items()}

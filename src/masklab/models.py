@@ -96,3 +96,42 @@ def dropout_mlp(input_dim: int = 784, hidden_units: Sequence[int] = (128, 128, 1
         h = keras.layers.Dense(units, activation="relu", name=f"hidden_{i}")(h)
     outputs = keras.layers.Dense(num_classes, activation="softmax", name="output")(h)
     return keras.Model(inputs, outputs, name=name or f"{dropout}_mlp")
+
+
+def residual_cnn(input_shape=(28, 28, 1), num_classes: int = 10, *, widths: Sequence[int] = (16, 32, 64),
+                 name: str = "residual_cnn") -> keras.Model:
+    """A small ResNet (basic blocks) for pruning experiments: a 3x3 stem, then one residual block per stage
+    (``conv3x3 -> BN -> ReLU -> conv3x3 -> BN``, added to the shortcut, then ReLU), stride 2 and a 1x1
+    projection shortcut (+ BN) from the second stage on; global average pooling; softmax.
+
+    Layers: ``stem_conv``/``stem_bn``/``stem_relu``; ``stage{s}_conv{1,2}``, ``stage{s}_bn{1,2}``,
+    ``stage{s}_shortcut`` / ``stage{s}_shortcut_bn`` (s >= 2), ``stage{s}_add``, ``stage{s}_out``; ``pool``;
+    ``output``. Each stage's residual stream is one dependency group for :mod:`masklab.surgery`.
+    """
+    widths = tuple(int(w) for w in widths)
+    if not widths or min(widths) < 1 or num_classes < 2:
+        raise ValueError(f"Need positive widths and num_classes >= 2. Received: widths={widths}, "
+                         f"num_classes={num_classes}")
+    conv = dict(kernel_size=3, padding="same", use_bias=False)
+    bn = dict(momentum=0.9)  # moving statistics that settle within the few hundred steps of a small dataset
+    inputs = keras.Input(tuple(input_shape), name="images")
+    x = keras.layers.Conv2D(widths[0], name="stem_conv", **conv)(inputs)
+    x = keras.layers.BatchNormalization(name="stem_bn", **bn)(x)
+    x = keras.layers.ReLU(name="stem_relu")(x)
+    for stage, width in enumerate(widths, start=1):
+        stride = 1 if stage == 1 else 2
+        h = keras.layers.Conv2D(width, strides=stride, name=f"stage{stage}_conv1", **conv)(x)
+        h = keras.layers.BatchNormalization(name=f"stage{stage}_bn1", **bn)(h)
+        h = keras.layers.ReLU(name=f"stage{stage}_relu1")(h)
+        h = keras.layers.Conv2D(width, name=f"stage{stage}_conv2", **conv)(h)
+        h = keras.layers.BatchNormalization(name=f"stage{stage}_bn2", **bn)(h)
+        shortcut = x
+        if stage > 1:
+            shortcut = keras.layers.Conv2D(width, 1, strides=stride, use_bias=False,
+                                           name=f"stage{stage}_shortcut")(x)
+            shortcut = keras.layers.BatchNormalization(name=f"stage{stage}_shortcut_bn", **bn)(shortcut)
+        x = keras.layers.Add(name=f"stage{stage}_add")([shortcut, h])
+        x = keras.layers.ReLU(name=f"stage{stage}_out")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="output")(x)
+    return keras.Model(inputs, outputs, name=name)

@@ -224,3 +224,50 @@ def mask_dependence(matrices: dict, path: str | os.PathLike, *, class_names=None
     fig.tight_layout()
     save_figure(fig, path)
     return fig
+
+
+PHASE_DASHES = {"pruned": (4, 2), "fine-tuned": ""}
+
+
+def pruning_tradeoff(table: pd.DataFrame, path: str | os.PathLike, *, title: str = "") -> plt.Figure:
+    """Test accuracy vs multiply-accumulates per image (millions), one colour per criterion, dashed right after
+    pruning and solid after fine-tuning; the fraction of channels removed annotated on the l2 fine-tuned line.
+    ``table``: ``masklab.experiments.pruning.prune_sweep``."""
+    sns.set_theme(style="whitegrid")
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    shown = table.assign(mmacs=table["macs"] / 1e6)
+    sns.lineplot(data=shown, x="mmacs", y="test_accuracy", hue="criterion", style="phase",
+                 style_order=list(PHASE_DASHES), dashes=PHASE_DASHES, marker="o", ax=ax)
+    labelled = shown[(shown["phase"] == "fine-tuned") & (shown["criterion"] == shown["criterion"].iloc[0])]
+    for row in labelled.itertuples():
+        ax.annotate(f"{row.fraction:.0%}", (row.mmacs, row.test_accuracy), textcoords="offset points",
+                    xytext=(0, 6), ha="center", fontsize=7)
+    ax.set_xlabel("multiply-accumulates per image (millions)")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8, loc="lower right")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return fig
+
+
+def latency_vs_macs(table: pd.DataFrame, path: str | os.PathLike, *, title: str = "") -> plt.Figure:
+    """Measured inference latency (ms per batch) vs multiply-accumulates, fractions annotated.
+    ``table``: ``masklab.experiments.pruning.latency_sweep`` (wall-clock: differs from run to run)."""
+    sns.set_theme(style="whitegrid")
+    fig, ax = plt.subplots(figsize=(5.5, 4.0))
+    shown = table.assign(mmacs=table["macs"] / 1e6)
+    sns.lineplot(data=shown, x="mmacs", y="latency_ms", marker="o", ax=ax)
+    for row in shown.itertuples():
+        ax.annotate(f"{row.fraction:.0%}", (row.mmacs, row.latency_ms), textcoords="offset points", xytext=(0, 6),
+                    ha="center", fontsize=7)
+    ax.set_xlabel("multiply-accumulates per image (millions)")
+    ax.set_ylabel("latency per batch (ms, median)")
+    ax.set_ylim(bottom=0)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return fig

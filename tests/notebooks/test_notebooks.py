@@ -4,6 +4,7 @@ import json
 
 import nbformat
 import numpy as np
+import pandas as pd
 import pytest
 
 from masklab import data, paths
@@ -163,4 +164,26 @@ def test_nsdropout_notebook_reproduces_and_corrects(prepared_mnist_5k, tmp_path)
                            encoding="utf-8")
     assert set(curves["epoch"]) == {1, 3, 6}
     for figure in ("accuracy_curves.png", "mask_dependence.png"):
+        assert (tmp_path / "results" / figure).stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_pruning_notebook_prunes_exactly_and_fine_tunes(prepared_mnist_5k, tmp_path):
+    data_dir, splits = prepared_mnist_5k
+    run_notebook("41-pruning.ipynb", tmp_path, dataset="mnist_5k", widths="4,8,8", epochs=1, fractions="0,0.5",
+                 criteria="l2,random", rank_samples=64, fine_tune_epochs=1, latency_batch=16, seed=0,
+                 data_dir=str(data_dir), results_dir=str(tmp_path / "results"))
+    metrics = json.loads((tmp_path / "results" / "metrics.json").read_text())
+    assert metrics["max_relative_difference"] < 1e-4  # every pruned model equals its masked original
+    assert metrics["data"]["fingerprints"] == splits.summary()["fingerprints"]
+    table = np.genfromtxt(tmp_path / "results" / "tradeoff.csv", delimiter=",", names=True, dtype=None,
+                          encoding="utf-8")
+    assert len(table) == 2 * 2 * 2  # criteria x fractions x (pruned, fine-tuned)
+    unpruned = table[(table["fraction"] == 0) & (table["phase"] == "pruned")]
+    assert np.allclose(unpruned["test_accuracy"], metrics["test_accuracy"])
+    half = table[table["fraction"] == 0.5]
+    assert (half["macs"] < unpruned["macs"][0]).all() and (half["params"] < unpruned["params"][0]).all()
+    report = pd.read_csv(tmp_path / "results" / "report.csv")  # quoted fields: producers are comma-separated
+    assert "pruned" in set(report["status"])
+    for figure in ("accuracy_vs_macs.png", "latency.png"):
         assert (tmp_path / "results" / figure).stat().st_size > 10_000

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 
 from masklab.surgery.graph import DependencyGraph, Group
@@ -53,20 +52,18 @@ def bn_scales(graph: DependencyGraph, group: Group) -> np.ndarray | None:
     return total if found else None
 
 
-def activation_statistics(graph: DependencyGraph, x, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Per atom: mean |value| and share of exact zeros over every consumer input carrying it, on ``x``."""
+def activation_statistics(graph: DependencyGraph, x, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray,
+                                                                                      np.ndarray]:
+    """Per atom, over every consumer input carrying it, on ``x``: sum of |value|, number of exact zeros, number
+    of values."""
     n_atoms = len(graph.root)
     sums, zeros, counts = np.zeros(n_atoms), np.zeros(n_atoms), np.zeros(n_atoms)
-
-    def watch(tensor_id, value):
-        layout = graph.consumer_inputs[tensor_id][1]
-        value = np.moveaxis(np.asarray(keras.ops.convert_to_numpy(value), np.float64), layout.axis, -1)
-        flat = value.reshape(-1, value.shape[-1])
-        np.add.at(sums, layout.atoms, np.abs(flat).sum(axis=0))
-        np.add.at(zeros, layout.atoms, (flat == 0).sum(axis=0))
-        np.add.at(counts, layout.atoms, len(flat))
-
-    MaskedRunner(graph, watched=set(graph.consumer_inputs), watch=watch)(x, batch_size=batch_size)
+    measured = MaskedRunner(graph, watched=set(graph.consumer_inputs)).statistics(x, batch_size=batch_size)
+    for tensor_id, (_, absolute, zero, count) in measured.items():
+        atoms = graph.consumer_inputs[tensor_id][1].atoms
+        np.add.at(sums, atoms, absolute)
+        np.add.at(zeros, atoms, zero)
+        np.add.at(counts, atoms, count)
     return sums, zeros, counts
 
 

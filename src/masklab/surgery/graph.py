@@ -61,13 +61,13 @@ class Atoms:
     def __init__(self):
         self.parent: list[int] = []
         self.owner: list[tuple[int, int] | None] = []   # (id(producer layer), channel index)
-        self.reason: list[str | None] = []
+        self.reason: list[list[str] | None] = []
 
     def new(self, n: int, owner_layer=None, reason: str | None = None) -> np.ndarray:
         start = len(self.parent)
         self.parent.extend(range(start, start + n))
         self.owner.extend([(id(owner_layer), i) for i in range(n)] if owner_layer is not None else [None] * n)
-        self.reason.extend([reason] * n)
+        self.reason.extend([[reason] if reason else None for _ in range(n)])
         return np.arange(start, start + n, dtype=np.int64)
 
     def find(self, a: int) -> int:
@@ -85,19 +85,24 @@ class Atoms:
                 self.parent[max(rx, ry)] = min(rx, ry)
 
     def block(self, atoms, reason: str) -> None:
-        """Mark atoms as not removable (the first reason given to an atom is kept)."""
+        """Mark atoms as not removable, with the reason (an atom keeps every distinct reason, in order)."""
         for a in np.asarray(atoms).ravel().tolist():
             if self.reason[a] is None:
-                self.reason[a] = reason
+                self.reason[a] = [reason]
+            elif reason not in self.reason[a]:
+                self.reason[a].append(reason)
 
     def finalize(self) -> tuple[np.ndarray, dict[int, str]]:
         """``root[a]`` for every atom, and the blocking reason of every blocked class (by its root)."""
         root = np.fromiter((self.find(a) for a in range(len(self.parent))), dtype=np.int64,
                            count=len(self.parent))
-        blocked: dict[int, str] = {}
-        for a, reason in enumerate(self.reason):
-            if reason is not None and int(root[a]) not in blocked:
-                blocked[int(root[a])] = reason
+        reasons: dict[int, list[str]] = {}
+        for a, atom_reasons in enumerate(self.reason):
+            for reason in atom_reasons or ():
+                found = reasons.setdefault(int(root[a]), [])
+                if reason not in found:
+                    found.append(reason)
+        blocked = {c: found[0] + "".join(f"; also: {r}" for r in found[1:3]) for c, found in reasons.items()}
         return root, blocked
 
 
@@ -142,6 +147,24 @@ class Tracer:
         self.consumer_inputs: dict[int, tuple] = {}   # id(tensor) -> (tensor, layout): values a consumer reads
         self.inexact: dict[str, str] = {}             # layer path -> what is approximate (exact=False)
         self._walked_models: set[int] = set()
+        self._calls: dict[int, int] = {}
+        self._count_calls(model)
+
+    def _count_calls(self, model) -> None:
+        for node in ordered_nodes(functional_graph(model)):
+            self._calls[id(node.operation)] = self._calls.get(id(node.operation), 0) + 1
+            if is_graph_model(node.operation) and self._calls[id(node.operation)] == 1:
+                self._count_calls(node.operation)
+
+    def is_shared(self, layer) -> bool:
+        """Called more than once in the model's graph (other calls, e.g. by ablation sub-models, do not count)."""
+        return self._calls.get(id(layer), 0) > 1
+
+    def fixed_slot(self, rec: LayerRecord, name: str, size: int, what: str) -> None:
+        """A shared layer reading channels that cannot shrink on this call: tie that to its other calls."""
+        if self.is_shared(rec.layer):
+            self.slot(rec, name, self.fixed(int(size), f"shared layer {rec.path!r} also reads {what}, whose "
+                                                        f"channels cannot be removed"))
 
     # --- helpers for rules ---------------------------------------------------------------------------------
     def layout(self, tensor) -> Layout | None:
@@ -216,8 +239,8 @@ class Tracer:
                 self.layouts[id(tensor)] = layout
             if rec.output_id is None and node.output_tensors:
                 rec.output_id = id(node.output_tensors[0])
-            if rec.output is None and outputs and outputs[0] is not None:
-                rec.output = outputs[0]
+            if rec.output is None and node.output_tensors:
+                rec.output = self.layouts.get(id(node.output_tensors[0]))
 
     def _walk_nested(self, node, inner, prefix: str) -> None:
         inner_graph = functional_graph(inner)

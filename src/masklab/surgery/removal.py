@@ -228,16 +228,8 @@ def units_by_activation(model: keras.Model, layer, x, n: int, batch_size: int = 
     rec = graph.record_of(layer)
     if rec.output is None:
         raise ValueError(f"layer {rec.path!r} has no channel axis that masklab follows")
-    sums, count = np.zeros(len(rec.output.atoms)), [0]
-
-    def watch(tensor_id, value):
-        value = np.moveaxis(np.asarray(keras.ops.convert_to_numpy(value), np.float64), rec.output.axis, -1)
-        flat = value.reshape(-1, value.shape[-1])
-        sums[:] += flat.sum(axis=0)
-        count[0] += len(flat)
-
-    MaskedRunner(graph, watched={rec.output_id}, watch=watch)(x, batch_size=batch_size)
-    mean = sums / max(count[0], 1)
+    total, _, _, count = MaskedRunner(graph, watched={rec.output_id}).statistics(x, batch_size)[rec.output_id]
+    mean = total / np.maximum(count, 1)
     return np.sort(np.argsort(mean, kind="stable")[:_count(n, len(mean))])
 
 

@@ -137,6 +137,9 @@ class ChannelwiseRule(Rule):
         _block_extra_tensors(tr, node, [tensor], rec)
         layout = tr.layout(tensor)
         if layout is None:
+            if isinstance(self, PerChannelRule):
+                axis = _channel_axis(getattr(layer, "data_format", None), _rank(tensor))
+                tr.fixed_slot(rec, "channels", tensor.shape[axis], _label(tensor))
             return [None]
         reason = self.reason(tr, layer, rec, layout, _rank(tensor))
         if reason is not None:
@@ -181,14 +184,15 @@ class GlobalPoolingRule(SpatialRule):
 class PerChannelRule(ChannelwiseRule):
     """A layer with one weight per channel (sliced along the channel axis)."""
 
-    variables: tuple[str, ...] = ()
+    variables: tuple[str, ...] | None = None   # the per-channel variables by name; None: every variable
 
     def on_channels(self, tr, rec, layout, tensor):
         tr.slot(rec, "channels", layout.atoms)
 
     def slice(self, rec, config, weights, keep):
         index = _bool_index(keep["channels"])
-        return config, {k: (v[..., index] if k.split("/")[-1] in self.variables else v) for k, v in weights.items()}
+        return config, {k: (v[..., index] if self.variables is None or k.split("/")[-1] in self.variables else v)
+                        for k, v in weights.items()}
 
 
 class BatchNormRule(PerChannelRule):
@@ -272,9 +276,8 @@ class NeuronMaskRule(PerChannelRule):
 
 
 class LayerScaleRule(PerChannelRule):
-    """keras.applications' ConvNeXt LayerScale: ``x * gamma`` with ``gamma`` of shape (projection_dim,)."""
-
-    variables = ("gamma",)
+    """keras.applications' ConvNeXt LayerScale: ``x * gamma`` with ``gamma`` (its one, unnamed variable) of shape
+    (projection_dim,)."""
 
     def slice(self, rec, config, weights, keep):
         config, weights = super().slice(rec, config, weights, keep)
@@ -453,11 +456,12 @@ class ProducerRule(Rule):
     def consume(self, tr, rec, tensor, axis: int, slot: str = "in", blocks: int = 1):
         """Record the input channels the layer reads along ``axis``; channels on another axis are refused."""
         layout = tr.layout(tensor)
-        if layout is None:
-            return None
-        if layout.axis != axis:
+        if layout is not None and layout.axis != axis:
             tr.block(layout.atoms, f"{_describe(rec)} reads axis {axis} of its input, but the channels sit on axis "
                                    f"{layout.axis}")
+            layout = None
+        if layout is None:
+            tr.fixed_slot(rec, slot, tensor.shape[axis], _label(tensor))
             return None
         tr.slot(rec, slot, layout.atoms, blocks=blocks)
         tr.consumes(tensor, layout)

@@ -1,0 +1,120 @@
+"""Steps of ``notebooks/41-pruning.ipynb``: a small residual CNN trained on the dataset, then pruned as a whole
+(every dependency group, ``masklab.surgery.prune``) at several fractions by several criteria, fine-tuned, and
+scored: test accuracy vs multiply-accumulates, before and after fine-tuning, and measured latency.
+
+Data discipline: criteria that look at activations see training images only; fine-tuning picks its epoch on
+``val``; ``test`` only scores, once per pruned model.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pandas as pd
+
+from masklab import data, models, paths, plots, records, surgery, training
+from masklab.experiments.surgery import images, latency_ms
+
+
+def train_model(splits: data.Splits, *, widths, epochs: int, batch_size: int, learning_rate: float,
+                seed: int) -> training.TrainResult:
+    """The residual CNN (``masklab.models.residual_cnn``) trained with Adam; epoch chosen on ``val``."""
+    x_train = images(splits.train)
+    return training.train(lambda: models.residual_cnn(x_train.shape[1:], splits.num_classes, widths=widths),
+                          (x_train, splits.train.y), (images(splits.val), splits.val.y), epochs=epochs,
+                          batch_size=batch_size, learning_rate=learning_rate, seed=seed, verbose=0)
+
+
+def test_accuracy(model: keras.Model, splits: data.Splits) -> float:
+    predictions = model.predict(images(splits.test), batch_size=512, verbose=0)
+    return float((predictions.argmax(axis=-1) == splits.test.y).mean())
+
+
+def fine_tune(model: keras.Model, splits: data.Splits, *, epochs: int, batch_size: int, learning_rate: float,
+              seed: int) -> training.TrainResult:
+    """Train ``model`` (a fresh compile: new optimizer state) ``epochs`` more epochs; epoch chosen on ``val``."""
+    return training.train(model, (images(splits.train), splits.train.y), (images(splits.val), splits.val.y),
+                          epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed, verbose=0)
+
+
+def prune_sweep(model: keras.Model, splits: data.Splits, *, fractions, criteria, rank_samples: int,
+                fine_tune_epochs: int, batch_size: int, learning_rate: float, seed: int) -> pd.DataFrame:
+    """Every (criterion, fraction): prune, score on test, fine-tune, score again.
+
+    One row per (criterion, fraction, phase) with ``phase`` in ``pruned`` / ``fine-tuned``: ``test_accuracy``,
+    ``macs``, ``params``, ``relative_difference`` (pruned vs the masked original on training images) and
+    ``fine_tune_epoch``. Fraction 0 is the trained model itself, and its ``fine-tuned`` row the same number of
+    extra epochs without pruning (the control for fine-tuning).
+    """
+    x_rank = images(splits.train)[:rank_samples]
+    macs, params = surgery.count_macs(model), int(model.count_params())
+    base = test_accuracy(model, splits)
+    control = fine_tune(_control_copy(model), splits, epochs=fine_tune_epochs, batch_size=batch_size,
+                        learning_rate=learning_rate, seed=seed) if 0 in fractions else None
+    rows = []
+    for criterion in criteria:
+        for fraction in fractions:
+            if fraction == 0:
+                rows += [dict(criterion=criterion, fraction=0.0, phase="pruned", test_accuracy=base, macs=macs,
+                              params=params, relative_difference=0.0, fine_tune_epoch=0),
+                         dict(criterion=criterion, fraction=0.0, phase="fine-tuned",
+                              test_accuracy=test_accuracy(control.model, splits), macs=macs, params=params,
+                              relative_difference=0.0, fine_tune_epoch=control.best_epoch)]
+                continue
+            result = surgery.prune(model, fraction, criterion, x=x_rank, seed=seed)
+            common = dict(criterion=criterion, fraction=float(fraction), macs=result.macs_after,
+                          params=result.params_after, relative_difference=result.relative_difference)
+            rows.append(dict(common, phase="pruned", test_accuracy=test_accuracy(result.model, splits),
+                             fine_tune_epoch=0))
+            tuned = fine_tune(result.model, splits, epochs=fine_tune_epochs, batch_size=batch_size,
+                              learning_rate=learning_rate, seed=seed)
+            rows.append(dict(common, phase="fine-tuned", test_accuracy=test_accuracy(tuned.model, splits),
+                             fine_tune_epoch=tuned.best_epoch))
+    return pd.DataFrame(rows)
+
+
+def _control_copy(model: keras.Model) -> keras.Model:
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def latency_sweep(model: keras.Model, splits: data.Splits, fractions, *, batch: int, repeats: int = 20) -> pd.DataFrame:
+    """Median compiled inference time of one batch of training images for each fraction (local scope: the
+    architecture, hence the time, is the same for every criterion). Wall-clock: varies from run to run."""
+    x = images(splits.train)[:batch]
+    rows = []
+    for fraction in fractions:
+        pruned = model if fraction == 0 else surgery.prune(model, fraction).model
+        rows.append(dict(fraction=float(fraction), macs=surgery.count_macs(pruned), params=int(pruned.count_params()),
+                         latency_ms=latency_ms(pruned, x, repeats=repeats)))
+    return pd.DataFrame(rows)
+
+
+def pruning_metrics(result: training.TrainResult, splits: data.Splits, table: pd.DataFrame,
+                    example: surgery.PruneResult, params: dict) -> dict:
+    """Deterministic numbers only (latency goes to its own file)."""
+    accuracy = {f"{row.criterion}/{row.phase}/{row.fraction:g}": row.test_accuracy for row in table.itertuples()}
+    pruned = table[table["fraction"] > 0]
+    return {"test_accuracy": test_accuracy(result.model, splits), "best_epoch": result.best_epoch,
+            "macs": surgery.count_macs(result.model), "parameters": int(result.model.count_params()),
+            "max_relative_difference": float(pruned["relative_difference"].max()) if len(pruned) else 0.0,
+            "example": example.summary(),
+            "test_accuracy_by_criterion_phase_fraction": accuracy, "params": params, "data": splits.summary()}
+
+
+def save_pruning(table: pd.DataFrame, latency: pd.DataFrame, example: surgery.PruneResult, metrics: dict,
+                 dataset: str, results_dir=None) -> dict:
+    """metrics.json, tradeoff.csv, report.csv (the per-group report of ``example``), accuracy_vs_macs.png
+    (deterministic); latency.csv and latency.png (wall-clock: they vary from run to run)."""
+    out = paths.stage_results_dir("pruning", dataset, results_dir)
+    written = {"metrics": records.write_json(metrics, out / "metrics.json"),
+               "tradeoff": records.write_csv(table, out / "tradeoff.csv"),
+               "report": records.write_csv(example.report, out / "report.csv"),
+               "latency": records.write_csv(latency, out / "latency.csv"),
+               "figure": out / "accuracy_vs_macs.png", "latency_figure": out / "latency.png"}
+    plots.pruning_tradeoff(table, written["figure"],
+                           title=f"Residual CNN on {dataset}: whole-model pruning (test split)")
+    plots.latency_vs_macs(latency, written["latency_figure"],
+                          title=f"Residual CNN: compiled inference, batch {metrics['params'].get('latency_batch')}")
+    return written
