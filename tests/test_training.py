@@ -121,3 +121,24 @@ def test_mirrored_strategy_on_two_logical_cpus():
     assert report["replicas"] == 2
     assert max(report["val_accuracy"]) > 0.6  # it learned (chance is 1/3)
     assert report["val_accuracy"][report["best"] - 1] == max(report["val_accuracy"])
+
+
+def test_recalibrate_batchnorm_averages_the_batch_statistics():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4,))
+    dense = keras.layers.Dense(3, name="dense")
+    model = keras.Model(inputs, keras.layers.BatchNormalization(name="bn")(dense(inputs)))
+    x = np.random.default_rng(0).normal(2.0, 3.0, size=(100, 4)).astype("float32")
+    weights_before = [w.copy() for w in model.get_layer("dense").get_weights()]
+    assert training.recalibrate_batchnorm(model, x, batch_size=32) == 1
+    w, b = model.get_layer("dense").get_weights()
+    h = x @ w + b
+    batches = [h[i:i + 32] for i in range(0, 100, 32)]  # 32, 32, 32, 4
+    bn = model.get_layer("bn")
+    np.testing.assert_allclose(bn.moving_mean.numpy(), np.mean([c.mean(axis=0) for c in batches], axis=0), rtol=1e-5)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), np.mean([c.var(axis=0) for c in batches], axis=0),
+                               rtol=1e-4)
+    assert bn.momentum == 0.99
+    for before, after in zip(weights_before, model.get_layer("dense").get_weights()):
+        np.testing.assert_array_equal(before, after)
+    assert training.recalibrate_batchnorm(models.mlp(4, 3, 2), x) == 0

@@ -226,12 +226,13 @@ def mask_dependence(matrices: dict, path: str | os.PathLike, *, class_names=None
     return fig
 
 
-PHASE_DASHES = {"pruned": (4, 2), "fine-tuned": ""}
+PHASE_DASHES = {"pruned": (1, 2), "recalibrated": (4, 2), "fine-tuned": ""}
 
 
 def pruning_tradeoff(table: pd.DataFrame, path: str | os.PathLike, *, title: str = "") -> plt.Figure:
-    """Test accuracy vs multiply-accumulates per image (millions), one colour per criterion, dashed right after
-    pruning and solid after fine-tuning; the fraction of channels removed annotated on the l2 fine-tuned line.
+    """Test accuracy vs multiply-accumulates per image (millions), one colour per criterion; dotted right after
+    pruning, dashed after re-estimating the BatchNorm statistics, solid after fine-tuning; the fraction of
+    channels removed annotated on the first criterion's fine-tuned line.
     ``table``: ``masklab.experiments.pruning.prune_sweep``."""
     sns.set_theme(style="whitegrid")
     fig, ax = plt.subplots(figsize=(7.5, 4.5))

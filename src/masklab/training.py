@@ -172,6 +172,36 @@ def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int =
     return {k: float(v) for k, v in model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True).items()}
 
 
+def recalibrate_batchnorm(model: keras.Model, x, batch_size: int = 256) -> int:
+    """Re-estimate every BatchNormalization layer's moving mean and variance on ``x`` (training data), weights
+    untouched: forward passes in training mode whose momentum is set so that the moving statistics end as the
+    average over the batches of each batch's mean and variance. Needed after pruning a BatchNorm network, whose
+    stored statistics describe the unpruned one. Returns the number of layers recalibrated."""
+    layers = [layer for layer in _all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
+    if not layers:
+        return 0
+    if len(x) == 0 or batch_size < 1:
+        raise ValueError(f"recalibrate_batchnorm needs data and a positive batch_size. Received: {len(x)} "
+                         f"samples, batch_size={batch_size}")
+    momenta = [layer.momentum for layer in layers]
+    try:
+        for step, start in enumerate(range(0, len(x), batch_size)):
+            for layer in layers:
+                layer.momentum = step / (step + 1)   # running average of the batch statistics
+            model(x[start:start + batch_size], training=True)
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+    return len(layers)
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+
+
 def _make_optimizer(optimizer, learning_rate):
     if callable(optimizer) and not isinstance(optimizer, keras.optimizers.Optimizer):
         return optimizer()

@@ -178,7 +178,7 @@ def test_pruning_notebook_prunes_exactly_and_fine_tunes(prepared_mnist_5k, tmp_p
     assert metrics["data"]["fingerprints"] == splits.summary()["fingerprints"]
     table = np.genfromtxt(tmp_path / "results" / "tradeoff.csv", delimiter=",", names=True, dtype=None,
                           encoding="utf-8")
-    assert len(table) == 2 * 2 * 2  # criteria x fractions x (pruned, fine-tuned)
+    assert len(table) == 2 * 2 * 3  # criteria x fractions x (pruned, recalibrated, fine-tuned)
     unpruned = table[(table["fraction"] == 0) & (table["phase"] == "pruned")]
     assert np.allclose(unpruned["test_accuracy"], metrics["test_accuracy"])
     half = table[table["fraction"] == 0.5]

@@ -1,9 +1,10 @@
 """Steps of ``notebooks/41-pruning.ipynb``: a small residual CNN trained on the dataset, then pruned as a whole
-(every dependency group, ``masklab.surgery.prune``) at several fractions by several criteria, fine-tuned, and
-scored: test accuracy vs multiply-accumulates, before and after fine-tuning, and measured latency.
+(every dependency group, ``masklab.surgery.prune``) at several fractions by several criteria, its BatchNorm
+statistics re-estimated, fine-tuned, and scored after each step: test accuracy vs multiply-accumulates, and
+measured latency.
 
-Data discipline: criteria that look at activations see training images only; fine-tuning picks its epoch on
-``val``; ``test`` only scores, once per pruned model.
+Data discipline: criteria that look at activations and the BatchNorm re-estimation see training images only;
+fine-tuning picks its epoch on ``val``; ``test`` only scores.
 """
 
 from __future__ import annotations
@@ -37,36 +38,35 @@ def fine_tune(model: keras.Model, splits: data.Splits, *, epochs: int, batch_siz
                           epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed, verbose=0)
 
 
+PHASES = ("pruned", "recalibrated", "fine-tuned")
+
+
 def prune_sweep(model: keras.Model, splits: data.Splits, *, fractions, criteria, rank_samples: int,
                 fine_tune_epochs: int, batch_size: int, learning_rate: float, seed: int) -> pd.DataFrame:
-    """Every (criterion, fraction): prune, score on test, fine-tune, score again.
+    """Every (criterion, fraction): prune, then re-estimate the BatchNorm statistics on the training images
+    (:func:`masklab.training.recalibrate_batchnorm`, no weight changes), then fine-tune; score on test after each.
 
-    One row per (criterion, fraction, phase) with ``phase`` in ``pruned`` / ``fine-tuned``: ``test_accuracy``,
-    ``macs``, ``params``, ``relative_difference`` (pruned vs the masked original on training images) and
-    ``fine_tune_epoch``. Fraction 0 is the trained model itself, and its ``fine-tuned`` row the same number of
-    extra epochs without pruning (the control for fine-tuning).
+    One row per (criterion, fraction, phase), ``phase`` in ``pruned`` / ``recalibrated`` / ``fine-tuned``:
+    ``test_accuracy``, ``macs``, ``params``, ``relative_difference`` (pruned vs the masked original on training
+    images) and ``fine_tune_epoch``. Fraction 0 runs the same pipeline on an unpruned copy (the control).
     """
-    x_rank = images(splits.train)[:rank_samples]
-    macs, params = surgery.count_macs(model), int(model.count_params())
-    base = test_accuracy(model, splits)
-    control = fine_tune(_control_copy(model), splits, epochs=fine_tune_epochs, batch_size=batch_size,
-                        learning_rate=learning_rate, seed=seed) if 0 in fractions else None
+    x_train = images(splits.train)
+    x_rank = x_train[:rank_samples]
     rows = []
     for criterion in criteria:
         for fraction in fractions:
             if fraction == 0:
-                rows += [dict(criterion=criterion, fraction=0.0, phase="pruned", test_accuracy=base, macs=macs,
-                              params=params, relative_difference=0.0, fine_tune_epoch=0),
-                         dict(criterion=criterion, fraction=0.0, phase="fine-tuned",
-                              test_accuracy=test_accuracy(control.model, splits), macs=macs, params=params,
-                              relative_difference=0.0, fine_tune_epoch=control.best_epoch)]
-                continue
-            result = surgery.prune(model, fraction, criterion, x=x_rank, seed=seed)
-            common = dict(criterion=criterion, fraction=float(fraction), macs=result.macs_after,
-                          params=result.params_after, relative_difference=result.relative_difference)
-            rows.append(dict(common, phase="pruned", test_accuracy=test_accuracy(result.model, splits),
+                pruned, difference = _control_copy(model), 0.0
+            else:
+                result = surgery.prune(model, fraction, criterion, x=x_rank, seed=seed)
+                pruned, difference = result.model, result.relative_difference
+            common = dict(criterion=criterion, fraction=float(fraction), macs=surgery.count_macs(pruned),
+                          params=int(pruned.count_params()), relative_difference=difference)
+            rows.append(dict(common, phase="pruned", test_accuracy=test_accuracy(pruned, splits), fine_tune_epoch=0))
+            training.recalibrate_batchnorm(pruned, x_train, batch_size=batch_size)
+            rows.append(dict(common, phase="recalibrated", test_accuracy=test_accuracy(pruned, splits),
                              fine_tune_epoch=0))
-            tuned = fine_tune(result.model, splits, epochs=fine_tune_epochs, batch_size=batch_size,
+            tuned = fine_tune(pruned, splits, epochs=fine_tune_epochs, batch_size=batch_size,
                               learning_rate=learning_rate, seed=seed)
             rows.append(dict(common, phase="fine-tuned", test_accuracy=test_accuracy(tuned.model, splits),
                              fine_tune_epoch=tuned.best_epoch))
