@@ -52,24 +52,30 @@ def prune_sweep(model: keras.Model, splits: data.Splits, *, fractions, criteria,
     """
     x_train = images(splits.train)
     x_rank = x_train[:rank_samples]
+
+    def three_phases(pruned, common):
+        rows = [dict(common, phase="pruned", test_accuracy=test_accuracy(pruned, splits), fine_tune_epoch=0)]
+        training.recalibrate_batchnorm(pruned, x_train, batch_size=batch_size)
+        rows.append(dict(common, phase="recalibrated", test_accuracy=test_accuracy(pruned, splits),
+                         fine_tune_epoch=0))
+        tuned = fine_tune(pruned, splits, epochs=fine_tune_epochs, batch_size=batch_size,
+                          learning_rate=learning_rate, seed=seed)
+        rows.append(dict(common, phase="fine-tuned", test_accuracy=test_accuracy(tuned.model, splits),
+                         fine_tune_epoch=tuned.best_epoch))
+        return rows
+
+    control = three_phases(_control_copy(model), dict(fraction=0.0, macs=surgery.count_macs(model),
+                                                      params=int(model.count_params()), relative_difference=0.0))
     rows = []
     for criterion in criteria:
         for fraction in fractions:
-            if fraction == 0:
-                pruned, difference = _control_copy(model), 0.0
-            else:
-                result = surgery.prune(model, fraction, criterion, x=x_rank, seed=seed)
-                pruned, difference = result.model, result.relative_difference
-            common = dict(criterion=criterion, fraction=float(fraction), macs=surgery.count_macs(pruned),
-                          params=int(pruned.count_params()), relative_difference=difference)
-            rows.append(dict(common, phase="pruned", test_accuracy=test_accuracy(pruned, splits), fine_tune_epoch=0))
-            training.recalibrate_batchnorm(pruned, x_train, batch_size=batch_size)
-            rows.append(dict(common, phase="recalibrated", test_accuracy=test_accuracy(pruned, splits),
-                             fine_tune_epoch=0))
-            tuned = fine_tune(pruned, splits, epochs=fine_tune_epochs, batch_size=batch_size,
-                              learning_rate=learning_rate, seed=seed)
-            rows.append(dict(common, phase="fine-tuned", test_accuracy=test_accuracy(tuned.model, splits),
-                             fine_tune_epoch=tuned.best_epoch))
+            if fraction == 0:  # the unpruned control is the same for every criterion: computed once
+                rows += [dict(row, criterion=criterion) for row in control]
+                continue
+            result = surgery.prune(model, fraction, criterion, x=x_rank, seed=seed)
+            rows += three_phases(result.model, dict(criterion=criterion, fraction=float(fraction),
+                                                    macs=result.macs_after, params=result.params_after,
+                                                    relative_difference=result.relative_difference))
     return pd.DataFrame(rows)
 
 
@@ -105,8 +111,9 @@ def pruning_metrics(result: training.TrainResult, splits: data.Splits, table: pd
 
 def save_pruning(table: pd.DataFrame, latency: pd.DataFrame, example: surgery.PruneResult, metrics: dict,
                  dataset: str, results_dir=None) -> dict:
-    """metrics.json, tradeoff.csv, report.csv (the per-group report of ``example``), accuracy_vs_macs.png
-    (deterministic); latency.csv and latency.png (wall-clock: they vary from run to run)."""
+    """metrics.json, tradeoff.csv, report.csv (the per-group report of ``example``), accuracy_vs_macs.png: the
+    same bytes on a rerun (committed); latency.csv and latency.png: wall-clock, different on every run (DVC-cached,
+    not committed; the committed speed figures come from ``benchmarks/bench_pruning.py``)."""
     out = paths.stage_results_dir("pruning", dataset, results_dir)
     written = {"metrics": records.write_json(metrics, out / "metrics.json"),
                "tradeoff": records.write_csv(table, out / "tradeoff.csv"),
