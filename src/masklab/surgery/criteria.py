@@ -43,11 +43,12 @@ def bn_scales(graph: DependencyGraph, group: Group) -> np.ndarray | None:
     total, found = np.zeros(len(group.classes)), False
     for rec in graph.records.values():
         if isinstance(rec.rule, BatchNormRule) and "channels" in rec.slots:
-            roots = graph.root[rec.slots["channels"]].tolist()
-            if roots and roots[0] in index:
+            roots = graph.root[rec.slots["channels"]]
+            inside = np.isin(roots, group.classes)   # a BatchNorm after a Concatenate carries several groups
+            if inside.any():
                 gamma = rec.layer.gamma
                 values = np.abs(gamma.numpy()) if gamma is not None else np.ones(len(roots))
-                np.add.at(total, [index[c] for c in roots], values)
+                np.add.at(total, [index[c] for c in roots[inside].tolist()], values[inside])
                 found = True
     return total if found else None
 

@@ -21,8 +21,8 @@ from masklab.surgery.criteria import CRITERIA, DATA_CRITERIA, group_scores
 from masklab.surgery.graph import DependencyGraph, Group, trace
 from masklab.surgery.macs import layer_macs
 from masklab.surgery.rebuild import rebuild
-from masklab.surgery.removal import all_layers
-from masklab.surgery.verify import MaskedRunner, batch_length, max_abs_difference, take
+from masklab.surgery.removal import all_layers, approximate_layers, finish
+from masklab.surgery.verify import differs, measure, model_inputs, validate_batch_size
 
 SCOPES = ("local", "global")
 
@@ -46,9 +46,9 @@ class PruneResult:
     exact: bool
     params_before: int
     params_after: int
-    macs_before: int
-    macs_after: int
-    seconds: float
+    macs_before: int | None      # None when the model's input sizes are not fixed
+    macs_after: int | None
+    seconds: float               # tracing, scoring and rebuilding (the check on x comes on top)
     max_abs_difference: float | None = None
     max_abs_output: float | None = None
     approximate_layers: list[str] = field(default_factory=list)
@@ -58,6 +58,14 @@ class PruneResult:
         if self.max_abs_difference is None:
             return None
         return self.max_abs_difference / max(self.max_abs_output, 1e-12)
+
+    def __repr__(self) -> str:
+        summary = self.summary()
+        macs = "" if self.macs_before is None else f", MACs {self.macs_before:,} -> {self.macs_after:,}"
+        check = "" if self.max_abs_difference is None else f", relative difference {self.relative_difference:.1e}"
+        return (f"PruneResult({summary['groups_pruned']}/{summary['groups']} groups pruned by {self.criterion!r} "
+                f"({self.scope}, amount {self.amount:g}): params {self.params_before:,} -> {self.params_after:,}"
+                f"{macs}{check}; .model, .report, .removed, .summary())")
 
     def summary(self) -> dict:
         """Scalars for tables and metrics files (JSON-friendly)."""
@@ -72,7 +80,7 @@ class PruneResult:
                 "approximate_layers": list(self.approximate_layers)}
 
 
-def _validate(amount, criterion, scope, x, seed, exact):
+def _validate(amount, criterion, scope, x, seed, exact, check_samples, batch_size):
     if isinstance(amount, bool) or not isinstance(amount, (int, float, np.floating)) or \
             not math.isfinite(float(amount)) or not 0 < float(amount) < 1:
         raise ValueError(f"amount must be a fraction in (0, 1) of the channels to remove. Received: "
@@ -81,6 +89,8 @@ def _validate(amount, criterion, scope, x, seed, exact):
         raise ValueError(f"criterion must be one of {CRITERIA}. Received: criterion={criterion!r}")
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}. Received: scope={scope!r}")
+    if not isinstance(exact, (bool, np.bool_)):
+        raise ValueError(f"exact must be True or False. Received: exact={exact!r}")
     if criterion in DATA_CRITERIA and x is None:
         raise ValueError(f"criterion {criterion!r} measures activations: pass x (training data). Received: x=None")
     if not exact and x is None:
@@ -88,6 +98,9 @@ def _validate(amount, criterion, scope, x, seed, exact):
                          "reported. Received: x=None")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ValueError(f"seed must be an integer. Received: seed={seed!r}")
+    if isinstance(check_samples, bool) or not isinstance(check_samples, (int, np.integer)) or check_samples < 1:
+        raise ValueError(f"check_samples must be a positive integer. Received: check_samples={check_samples!r}")
+    validate_batch_size(batch_size)
 
 
 def block_partition(graph: DependencyGraph, group: Group):
@@ -160,7 +173,9 @@ def prune(model: keras.Model, amount: float, criterion: str = "l2", scope: str =
             axis (their scale and offset are sliced); the result then differs from the masked original, by the
             ``max_abs_difference`` it reports.
     """
-    _validate(amount, criterion, scope, x, seed, exact)
+    _validate(amount, criterion, scope, x, seed, exact, check_samples, batch_size)
+    if x is not None:
+        x = model_inputs(model, x)
     start = time.perf_counter()
     graph = trace(model, exact=exact)
     groups = graph.groups()
@@ -197,32 +212,40 @@ def prune(model: keras.Model, amount: float, criterion: str = "l2", scope: str =
     pruned = rebuild(graph, removed)
     seconds = time.perf_counter() - start
 
-    report = _report(model, pruned, graph, groups, chosen, skipped, used, removed)
+    macs = (_layer_macs(model), _layer_macs(pruned))
+    report = _report(model, pruned, graph, groups, chosen, skipped, used, macs)
     result = PruneResult(
         model=pruned, report=report, amount=float(amount), criterion=criterion, scope=scope, exact=exact,
         removed={rec.path: np.flatnonzero(removed[rec.produced]) for rec in graph.producers()
                  if removed[rec.produced].any()},
         params_before=int(model.count_params()), params_after=int(pruned.count_params()),
-        macs_before=int(sum(layer_macs(model).values())), macs_after=int(sum(layer_macs(pruned).values())),
-        seconds=seconds,
-        approximate_layers=[path for path, _ in graph.inexact.items()
-                            if any(not k.all() for k in graph.keep_masks(removed, _record(graph, path)).values())])
+        macs_before=None if macs[0] is None else int(sum(macs[0].values())),
+        macs_after=None if macs[1] is None else int(sum(macs[1].values())),
+        seconds=seconds, approximate_layers=approximate_layers(graph, removed))
     if x is not None:
-        check = take(x, 0, min(check_samples, batch_length(x)))
-        reference = MaskedRunner(graph, removed)(check, batch_size=batch_size)
-        result.max_abs_difference = max_abs_difference(reference, pruned, check, batch_size)
-        result.max_abs_output = float(max(np.abs(r).max() for r in reference))
+        check = [a[:check_samples] for a in x]
+        result.max_abs_difference, result.max_abs_output = measure(graph, removed, pruned, check,
+                                                                   batch_size=batch_size)
+        if exact and differs(result.max_abs_difference, result.max_abs_output):
+            raise RuntimeError(f"internal check failed: the pruned model differs from the masked original by "
+                               f"{result.max_abs_difference:.3g} (outputs up to {result.max_abs_output:.3g}) on x, "
+                               f"so it is not returned. Please report it with the model.")
+    finish(graph, removed, pruned, check=x is None, exact=exact)
     return result
 
 
-def _record(graph: DependencyGraph, path: str):
-    return next(rec for rec in graph.records.values() if rec.path == path)
+def _layer_macs(model) -> dict[str, int] | None:
+    try:
+        return layer_macs(model)
+    except ValueError:  # sizes not fixed (e.g. Input((None, None, 3))): MACs unknown, pruning still works
+        return None
 
 
-def _report(model, pruned, graph, groups, chosen, skipped, used, removed) -> pd.DataFrame:
+def _report(model, pruned, graph, groups, chosen, skipped, used, macs) -> pd.DataFrame:
+    """One row per group. Parameters and MACs are those of the layers the group touches (its producers, the
+    per-channel layers it passes through, its consumers): a layer between two groups counts in both rows."""
     params = ({path: int(layer.count_params()) for path, layer in all_layers(model)},
               {path: int(layer.count_params()) for path, layer in all_layers(pruned)})
-    macs = (layer_macs(model), layer_macs(pruned))
     rows = []
     for group in groups:
         touched = [rec.path for rec in graph.records.values()
@@ -237,6 +260,6 @@ def _report(model, pruned, graph, groups, chosen, skipped, used, removed) -> pd.
             "status": status,
             "params_before": sum(params[0].get(p, 0) for p in touched),
             "params_after": sum(params[1].get(p, 0) for p in touched),
-            "macs_before": sum(macs[0].get(p, 0) for p in touched),
-            "macs_after": sum(macs[1].get(p, 0) for p in touched)})
+            "macs_before": None if macs[0] is None else sum(macs[0].get(p, 0) for p in touched),
+            "macs_after": None if macs[1] is None else sum(macs[1].get(p, 0) for p in touched)})
     return pd.DataFrame(rows)

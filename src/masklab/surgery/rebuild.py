@@ -14,6 +14,17 @@ def relative_path(variable) -> str:
     return variable.path.split("/", 1)[1] if "/" in variable.path else variable.name
 
 
+def _not_rebuildable(op, error) -> ValueError:
+    return ValueError(f"layer {op.name!r} ({type(op).__name__}) cannot be rebuilt from its get_config(): "
+                      f"{type(error).__name__}: {str(error).strip().splitlines()[0]} masklab rebuilds every layer "
+                      f"that holds weights from its config; give the class a complete get_config() (and "
+                      f"from_config())")
+
+
+def _is_preprocessing(layer) -> bool:
+    return type(layer).__module__.startswith("keras.src.layers.preprocessing")
+
+
 def named_weights(layer) -> dict[str, np.ndarray]:
     return {relative_path(v): np.asarray(v.numpy()) for v in layer.weights}
 
@@ -36,6 +47,9 @@ class Builder:
         return {**keep, **self.extra_keep.get(id(op), {})}
 
     def new_op(self, op):
+        """The op of the new model standing for ``op``: rebuilt from its (sliced) config when it has weights or
+        changes, the original object itself when it is untouched and holds no weights or only preprocessing state
+        (lookup tables, adapted statistics: state that config + weights would not carry over)."""
         if id(op) in self.new_ops:
             return self.new_ops[id(op)]
         if is_graph_model(op):
@@ -43,19 +57,26 @@ class Builder:
         else:
             rec = self.graph.records.get(id(op))
             keep = self.keep(op)
-            config, weights = op.get_config(), None
-            if keep and not all(mask.all() for mask in keep.values()):
-                config, weights = rec.rule.slice(rec, config, named_weights(op), keep)
-            if isinstance(op, keras.layers.Layer):
-                new = type(op).from_config(config)
-                self.weight_pairs.append((op, new, weights))
-            else:  # a keras op on symbolic tensors (x + y, keras.ops.reshape, ...): stateless
+            changed = any(not mask.all() for mask in keep.values())
+            if not isinstance(op, keras.layers.Layer):  # a keras op on symbolic tensors (x + y, ops.reshape)
+                new = type(op).from_config(rec.rule.slice(rec, op.get_config(), {}, keep)[0]) if changed else op
+            elif not changed and (not op.weights or (_is_preprocessing(op) and not op.trainable_weights)):
+                new = op
+            else:
+                try:
+                    config = op.get_config()
+                except Exception as error:
+                    raise _not_rebuildable(op, error) from None
+                weights = None
+                if changed:
+                    config, weights = rec.rule.slice(rec, config, named_weights(op), keep)
                 try:
                     new = type(op).from_config(config)
-                except Exception:  # noqa: BLE001 - an op that cannot be rebuilt from its config is reused as is
-                    if weights is not None or config != op.get_config():
-                        raise
-                    new = op
+                except Exception as error:
+                    raise _not_rebuildable(op, error) from None
+                if new.name != op.name:
+                    new.name = op.name  # a custom layer whose automatic config leaves the name out
+                self.weight_pairs.append((op, new, weights))
         self.new_ops[id(op)] = new
         return new
 
@@ -97,6 +118,9 @@ class Builder:
                     raise RuntimeError(f"internal error: sliced {relative_path(variable)} of {original.name!r} has "
                                        f"shape {array.shape}, the new layer expects {tuple(variable.shape)}")
             layer.set_weights(arrays)
+        for _, layer, _ in self.weight_pairs:
+            if callable(getattr(layer, "finalize_state", None)):
+                layer.finalize_state()  # e.g. Normalization: its mean and variance follow from its weights
         return new
 
 

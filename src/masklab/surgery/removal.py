@@ -10,7 +10,8 @@ import numpy as np
 
 from masklab.surgery.graph import DependencyGraph, functional_graph, is_graph_model, trace
 from masklab.surgery.rebuild import rebuild
-from masklab.surgery.verify import MaskedRunner, max_abs_difference
+from masklab.surgery.verify import (MaskedRunner, flat_outputs, max_abs_difference, model_inputs, self_check,
+                                    validate_batch_size)
 
 
 # --- finding layers ---------------------------------------------------------------------------------------------
@@ -73,6 +74,8 @@ def validate_units(units, total: int, what: str = "units", layer: str | None = N
 
 def _classes_to_remove(graph: DependencyGraph, layer, units) -> set[int]:
     """The channel classes that removing ``units`` of ``layer``'s output takes, checked for exactness."""
+    if isinstance(layer, keras.layers.InputLayer):
+        raise ValueError(f"layer {layer.name!r} is the model's input: its channels cannot be removed")
     rec = graph.record_of(layer)
     classes = graph.output_classes(layer)
     units = validate_units(units, len(classes), layer=rec.path)
@@ -95,21 +98,52 @@ def _short(units: np.ndarray) -> str:
     return str(values) if len(values) <= 12 else f"[{', '.join(map(str, values[:12]))}, ...] ({len(values)} units)"
 
 
-def _warn_inexact(graph: DependencyGraph, removed: np.ndarray) -> None:
-    touched = [path for path in graph.inexact
-               if any(not keep.all() for keep in graph.keep_masks(removed, graph.records[_record_id(graph, path)])
-                      .values())]
-    if touched:
-        warnings.warn(f"exact=False: the pruned model differs from the masked original at {touched} "
-                      f"(normalization statistics over fewer channels); measure it with verify_equivalence",
+def approximate_layers(graph: DependencyGraph, removed: np.ndarray) -> list[str]:
+    """The layers sliced only approximately (exact=False) by this removal."""
+    return [rec.path for rec in graph.records.values() if rec.path in graph.inexact
+            and any(not keep.all() for keep in graph.keep_masks(removed, rec).values())]
+
+
+def finish(graph: DependencyGraph, removed: np.ndarray, pruned: keras.Model, *, heads: dict | None = None,
+           check: bool = True, exact: bool = True) -> keras.Model:
+    """Checks and warnings common to every removal: the self-check on random inputs, what exact=False changed,
+    and Keras quirks the new model would hit."""
+    approximate = approximate_layers(graph, removed)
+    measured = self_check(graph, removed, pruned, heads=heads, exact=exact) if check else None
+    if approximate:
+        how_much = "" if measured is None else f" (max difference {measured[0]:.3g} on random inputs, outputs up " \
+                                               f"to {measured[1]:.3g})"
+        warnings.warn(f"exact=False: the pruned model differs from the masked original{how_much}: {approximate} "
+                      f"normalize over fewer channels. Measure it on your data with verify_equivalence.",
                       stacklevel=3)
+    _warn_eager_channels_first_bias(graph.model, pruned)
+    if type(graph.model) not in (keras.Sequential,) and isinstance(graph.model, keras.Model) and \
+            type(graph.model).__name__ != "Functional":
+        warnings.warn(f"{type(graph.model).__name__} is a subclass of keras.Model: the pruned model is a plain "
+                      f"functional model (its custom methods, e.g. train_step, are not carried over)", stacklevel=3)
+    return pruned
 
 
-def _record_id(graph: DependencyGraph, path: str) -> int:
-    return next(key for key, rec in graph.records.items() if rec.path == path)
+def _warn_eager_channels_first_bias(original: keras.Model, pruned: keras.Model) -> None:
+    """Keras 3.15 adds a channels_first conv bias along the width when the width equals the channel count, in
+    eager calls (``model(x)``; ``predict`` is right). Warn when pruning creates that coincidence."""
+    before = {path: layer for path, layer in all_layers(original)}
+    hit = []
+    for path, layer in all_layers(pruned):
+        if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
+                              keras.layers.DepthwiseConv2D)) and getattr(layer, "data_format", "") == \
+                "channels_first" and getattr(layer, "use_bias", False):
+            shape = layer.output.shape
+            old = before.get(path)
+            if shape[-1] == shape[1] and (old is None or old.output.shape[-1] != old.output.shape[1]):
+                hit.append(path)
+    if hit:
+        warnings.warn(f"{hit}: channels_first convolutions whose output width now equals their channel count. "
+                      f"Keras 3.15 adds their bias along the wrong axis in eager calls (model(x)); predict() and "
+                      f"compiled calls are right.", stacklevel=4)
 
 
-def remove_units(model: keras.Model, layer, units, *, exact: bool = True) -> keras.Model:
+def remove_units(model: keras.Model, layer, units, *, exact: bool = True, check: bool = True) -> keras.Model:
     """A NEW model without output channels ``units`` of ``layer``, and without every channel tied to them.
 
     ``layer``: a name, path (``"backbone/conv_1"``) or layer object of any layer whose output carries
@@ -123,15 +157,22 @@ def remove_units(model: keras.Model, layer, units, *, exact: bool = True) -> ker
     input of every consumer (:func:`verify_equivalence`). For recurrent layers, a removed unit's hidden state is 0
     at every step, in the recurrence too. Where that cannot hold, ValueError names the layer and why.
     ``exact=False`` also slices the scale/offset of LayerNormalization / GroupNormalization over the channel
-    axis; the result then differs from the masked original (a warning says where; measure it).
+    axis; the result then differs from the masked original (a warning says where and by how much).
+    ``check``: compare the new model with the masked original on two random inputs before returning it
+    (RuntimeError if an exact removal differs).
     """
+    _validate_flag(exact, "exact")
+    _validate_flag(check, "check")
     layer = find_layer(model, layer)
     graph = trace(model, exact=exact)
     chosen = _classes_to_remove(graph, layer, units)
     removed = graph.removed_atoms(chosen)
-    if not exact:
-        _warn_inexact(graph, removed)
-    return rebuild(graph, removed)
+    return finish(graph, removed, rebuild(graph, removed), check=check, exact=exact)
+
+
+def _validate_flag(value, name: str) -> None:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False. Received: {name}={value!r}")
 
 
 def dependency_group(model: keras.Model, layer) -> list[str]:
@@ -153,14 +194,22 @@ def _heads_keep(layer, heads) -> np.ndarray:
     return keep
 
 
-def remove_heads(model: keras.Model, layer, heads) -> keras.Model:
+def remove_heads(model: keras.Model, layer, heads, *, check: bool = True) -> keras.Model:
     """A NEW model whose MultiHeadAttention ``layer`` has lost ``heads``: their query/key/value projections and
     their rows of the output projection. Equal to the original with those heads' outputs set to 0
-    (``verify_equivalence(original, pruned, layer, None, x, heads=heads)``)."""
+    (``verify_equivalence(original, pruned, layer, None, x, heads=heads)``). Refused when the layer returns its
+    attention scores (one map per head: their shape would change)."""
+    _validate_flag(check, "check")
     layer = find_layer(model, layer)
     keep = _heads_keep(layer, heads)
     graph = trace(model)
-    return rebuild(graph, graph.removed_atoms([]), extra_keep={id(layer): {"heads": keep}})
+    if graph.record_of(layer).extra.get("returns_scores"):
+        raise ValueError(f"cannot remove heads of {layer.name!r}: it returns its attention scores (one map per "
+                         f"head), whose shape would change")
+    removed = graph.removed_atoms([])
+    heads_keep = {id(layer): keep}
+    return finish(graph, removed, rebuild(graph, removed, extra_keep={id(layer): {"heads": keep}}),
+                  heads=heads_keep, check=check)
 
 
 def masked_outputs(model: keras.Model, layer, units, x, *, heads=None, batch_size: int = 256):
@@ -175,7 +224,7 @@ def masked_outputs(model: keras.Model, layer, units, x, *, heads=None, batch_siz
         runner = MaskedRunner(graph, heads={id(layer): _heads_keep(layer, heads)})
     else:
         runner = MaskedRunner(graph, graph.removed_atoms(_classes_to_remove(graph, layer, units)))
-    outputs = runner(x, batch_size=batch_size)
+    outputs = runner(x, batch_size=validate_batch_size(batch_size))
     return outputs[0] if len(outputs) == 1 else outputs
 
 
@@ -221,15 +270,16 @@ def units_by_weight_norm(model: keras.Model, layer, n: int, *, ord: int = 2) -> 
 
 
 def units_by_activation(model: keras.Model, layer, x, n: int, batch_size: int = 256) -> np.ndarray:
-    """The ``n`` output channels of ``layer`` with the lowest mean output on ``x`` (over samples and positions),
-    sorted. Pass training or validation data, never the test split."""
+    """The ``n`` output channels of ``layer`` with the lowest mean absolute output on ``x`` (over samples and
+    positions; the ``"activation"`` criterion of :func:`prune`), sorted. Pass training data, never the test
+    split."""
     layer = find_layer(model, layer)
     graph = trace(model)
     rec = graph.record_of(layer)
     if rec.output is None:
         raise ValueError(f"layer {rec.path!r} has no channel axis that masklab follows")
-    total, _, _, count = MaskedRunner(graph, watched={rec.output_id}).statistics(x, batch_size)[rec.output_id]
-    mean = total / np.maximum(count, 1)
+    _, absolute, _, count = MaskedRunner(graph, watched={rec.output_id}).statistics(x, batch_size)[rec.output_id]
+    mean = absolute / np.maximum(count, 1)
     return np.sort(np.argsort(mean, kind="stable")[:_count(n, len(mean))])
 
 

@@ -82,6 +82,12 @@ def _block_extra_tensors(tr, node, used, rec, role: str = "an extra input") -> N
 
 def activation_reason(fn, rec, layout: Layout | None, rank: int) -> str | None:
     """Why ``fn`` prevents exact removal of the channels on ``layout`` (None if it acts value by value)."""
+    if isinstance(fn, keras.layers.Layer):  # an activation layer passed as the activation, e.g. LeakyReLU()
+        rule = _EXACT.get(type(fn))
+        if type(rule) is ChannelwiseRule:
+            return None
+        if isinstance(rule, ActivationRule):
+            return activation_reason(fn.activation, rec, layout, rank)
     name = getattr(fn, "__name__", None)
     if name in ELEMENTWISE_ACTIVATIONS:
         return None
@@ -113,6 +119,11 @@ class Rule:
 
     @staticmethod
     def unknown_reason(rec) -> str:
+        if isinstance(rec.layer, keras.layers.Wrapper):
+            return (f"they reach {_describe(rec)}, a wrapper around {type(rec.layer.layer).__name__}, which masklab "
+                    f"does not rewrite")
+        if isinstance(rec.layer, keras.Model):
+            return (f"they reach {_describe(rec)}, a subclassed model whose graph masklab cannot see")
         return (f"they reach {_describe(rec)}, which masklab does not know how to rewrite exactly (if it acts on "
                 f"each channel separately, declare it with masklab.surgery.register_channelwise)")
 
@@ -256,6 +267,23 @@ class PReLURule(ChannelwiseRule):
                         for k, v in weights.items()}
 
 
+class DropoutRule(ChannelwiseRule):
+    """Dropout and its kin: element-wise; a ``noise_shape`` that names the channel count is updated."""
+
+    def on_channels(self, tr, rec, layout, tensor):
+        noise_shape = getattr(rec.layer, "noise_shape", None)
+        if noise_shape is not None and noise_shape[layout.axis] not in (None, 1):
+            tr.slot(rec, "channels", layout.atoms)
+            rec.extra["noise_axis"] = layout.axis
+
+    def slice(self, rec, config, weights, keep):
+        if "channels" not in keep:
+            return config, weights
+        noise_shape = list(config["noise_shape"])
+        noise_shape[rec.extra["noise_axis"]] = int(keep["channels"].sum())
+        return {**config, "noise_shape": tuple(noise_shape)}, weights
+
+
 class RescalingRule(ChannelwiseRule):
     def reason(self, tr, layer, rec, layout, rank):
         if np.size(layer.scale) > 1 or np.size(layer.offset) > 1:
@@ -267,6 +295,16 @@ class NeuronMaskRule(PerChannelRule):
     """masklab's NeuronMask: its stored KEEP mask (and ``initial_mask`` config) are sliced."""
 
     variables = ("mask",)
+
+    def trace(self, tr, node, layer, rec):
+        inputs = node.arguments.args[0]
+        if not isinstance(inputs, (list, tuple)):
+            return super().trace(tr, node, layer, rec)
+        # NeuronMask()([h, masks]) is h * masks: the mask input's channels are tied to h's
+        out = tie_elementwise(tr, rec, list(inputs), node.output_tensors[0])
+        if out is not None:
+            tr.slot(rec, "channels", out.atoms)
+        return [out]
 
     def slice(self, rec, config, weights, keep):
         config, weights = super().slice(rec, config, weights, keep)
@@ -772,6 +810,8 @@ class AttentionRule(ProducerRule):
         bound = inspect.signature(layer.call).bind(*node.arguments.args, **node.arguments.kwargs).arguments
         query, value = bound.get("query"), bound.get("value")
         key = bound.get("key") if bound.get("key") is not None else value
+        if bound.get("return_attention_scores"):
+            rec.extra["returns_scores"] = True
         output_shape = layer._output_shape if hasattr(layer, "_output_shape") else None
         if getattr(layer, "_use_gate", False) or getattr(layer, "use_gate", False):
             for tensor in (query, key, value):
@@ -914,9 +954,9 @@ _register([L.LayerNormalization], NormalizationRule())
 _register([L.GroupNormalization], GroupNormRule())
 _register([L.Softmax, L.UnitNormalization], AxisRule())
 _register([L.Activation], ActivationRule())
-_register([L.ReLU, L.LeakyReLU, L.ELU, L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D, L.SpatialDropout3D,
-           L.GaussianNoise, L.GaussianDropout, L.AlphaDropout, L.ActivityRegularization, L.Identity],
-          ChannelwiseRule())
+_register([L.ReLU, L.LeakyReLU, L.ELU, L.SpatialDropout1D, L.SpatialDropout2D, L.SpatialDropout3D,
+           L.GaussianNoise, L.GaussianDropout, L.ActivityRegularization, L.Identity], ChannelwiseRule())
+_register([L.Dropout, L.AlphaDropout], DropoutRule())
 _register([L.PReLU], PReLURule())
 _register([L.Rescaling], RescalingRule())
 _register([L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D, L.AveragePooling1D, L.AveragePooling2D,
@@ -936,17 +976,30 @@ _BY_NAME = {
     ("masklab.layers.neuron_mask", "NeuronMask"): NeuronMaskRule(),
     ("keras.src.applications.convnext", "LayerScale"): LayerScaleRule(),
     ("keras.src.applications.convnext", "StochasticDepth"): ChannelwiseRule(),
+    ("keras.src.applications.inception_resnet_v2", "CustomScaleLayer"): MergeRule(),  # x + branch * scale
 }
 _UNKNOWN = Rule()
 
 
+class RegisteredRule(ChannelwiseRule):
+    """A custom layer declared channel-wise: one input passes its channels on; several inputs are combined
+    element-wise (channel j with channel j), so their channels are tied as by a merge."""
+
+    def trace(self, tr, node, layer, rec):
+        tensors = node.arguments.keras_tensors
+        if len(tensors) <= 1:
+            return super().trace(tr, node, layer, rec)
+        return [tie_elementwise(tr, rec, list(tensors), node.output_tensors[0])]
+
+
 def register_channelwise(layer_class: type) -> type:
-    """Declare that ``layer_class`` acts on each channel separately and keeps the channel axis in place (it has
-    no per-channel weights). Surgery then passes channels through it instead of refusing. Returns the class,
-    so it works as a decorator."""
+    """Declare that ``layer_class`` acts on each channel separately and keeps the channel axis in place, without
+    per-channel weights: ``f(x)[..., j]`` depends on ``x[..., j]`` only (with several inputs: on channel j of each,
+    which ties them). Surgery then passes channels through it instead of refusing. Returns the class, so it
+    works as a decorator."""
     if not (isinstance(layer_class, type) and issubclass(layer_class, keras.layers.Layer)):
         raise ValueError(f"register_channelwise takes a keras Layer subclass. Received: {layer_class!r}")
-    _EXACT[layer_class] = ChannelwiseRule()
+    _EXACT[layer_class] = RegisteredRule()
     return layer_class
 
 

@@ -20,17 +20,55 @@ def as_list(x) -> list:
     return list(x) if isinstance(x, (list, tuple)) else [x]
 
 
-def batch_length(x) -> int:
-    first = as_list(x)[0] if not isinstance(x, dict) else next(iter(x.values()))
-    return len(first)
-
-
-def take(x, start: int, stop: int):
+def model_inputs(model, x, what: str = "x") -> list[np.ndarray]:
+    """``x`` as arrays in the order of ``model.inputs`` (one array, a list / tuple, or a dict keyed like the
+    model's inputs); ValueError naming ``what`` for anything else (a tf.data.Dataset, a generator, no samples,
+    lengths that differ)."""
     if isinstance(x, dict):
-        return {k: v[start:stop] for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [v[start:stop] for v in x]
-    return x[start:stop]
+        struct = getattr(model, "_inputs_struct", None)
+        names = sorted(struct) if isinstance(struct, dict) else \
+            [t._keras_history.operation.name for t in model.inputs]
+        missing = [name for name in names if name not in x]
+        if missing:
+            raise ValueError(f"{what} is a dict without the model's inputs {missing}. Received keys: {sorted(x)}")
+        arrays = keras.tree.flatten({name: x[name] for name in names}) if isinstance(struct, dict) \
+            else [x[name] for name in names]
+    else:
+        arrays = as_list(x)
+    converted = []
+    for array in arrays:
+        if not hasattr(array, "__len__") or not hasattr(array, "shape") and not isinstance(array, (list, tuple)):
+            raise ValueError(f"{what} must be NumPy arrays (or a list / dict of them), all samples in memory. "
+                             f"Received: {type(array).__name__}")
+        converted.append(np.asarray(array))
+    if len(converted) != len(model.inputs):
+        raise ValueError(f"{what} must hold one array per model input ({len(model.inputs)}). Received: "
+                         f"{len(converted)} arrays")
+    lengths = {len(a) if a.ndim else 0 for a in converted}
+    if len(lengths) != 1 or 0 in lengths:
+        raise ValueError(f"{what} must hold at least one sample, as many in every array. Received lengths "
+                         f"{sorted(lengths)}")
+    return converted
+
+
+def _tensor(array: np.ndarray):
+    """A backend tensor; text (for TextVectorization / StringLookup inputs) as a TensorFlow string tensor."""
+    if array.dtype.kind in "OUS" and keras.config.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.convert_to_tensor(array)
+    return keras.ops.convert_to_tensor(array)
+
+
+def validate_batch_size(batch_size) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer. Received: batch_size={batch_size!r}")
+    return int(batch_size)
+
+
+def flat_outputs(outputs) -> list[np.ndarray]:
+    """A model's outputs (array, list or dict) as a flat list in the order of ``model.outputs``."""
+    return [np.asarray(o) for o in keras.tree.flatten(outputs)]
 
 
 class MaskedRunner:
@@ -98,8 +136,7 @@ class MaskedRunner:
 
     def _run(self, model, inputs: list, stats: dict) -> list:
         graph = functional_graph(model)
-        values = {id(t): self._mask(id(t), keras.ops.convert_to_tensor(v), stats)
-                  for t, v in zip(graph.inputs, inputs)}
+        values = {id(t): self._mask(id(t), v, stats) for t, v in zip(graph.inputs, inputs)}
         for node in ordered_nodes(graph):
             op = node.operation
             args, kwargs = node.arguments.fill_in(values)
@@ -132,12 +169,10 @@ class MaskedRunner:
         return [rec.layer for rec in self.graph.records.values()]
 
     def _chunks(self, x, batch_size: int):
-        model = self.graph.model
-        for start in range(0, batch_length(x), batch_size):
-            part = take(x, start, start + batch_size)
-            flat = [part[t._keras_history.operation.name] for t in model.inputs] if isinstance(part, dict) \
-                else as_list(part)
-            yield [keras.ops.convert_to_tensor(np.asarray(v)) for v in flat]
+        arrays = model_inputs(self.graph.model, x)
+        batch_size = validate_batch_size(batch_size)
+        for start in range(0, len(arrays[0]), batch_size):
+            yield [_tensor(a[start:start + batch_size]) for a in arrays]
 
     def __call__(self, x, batch_size: int = 256) -> list[np.ndarray]:
         """The model's outputs on ``x`` (a list, one array per output)."""
@@ -160,6 +195,62 @@ class MaskedRunner:
 
 def max_abs_difference(reference: list[np.ndarray], pruned: keras.Model, x, batch_size: int = 256) -> float:
     """Max |pruned(x) - reference| over every output."""
-    result = as_list(pruned.predict(x, verbose=0, batch_size=batch_size))
+    arrays = [_tensor(a) if a.dtype.kind in "OUS" else a for a in model_inputs(pruned, x)]
+    struct = getattr(pruned, "_inputs_struct", None)
+    if struct is None:  # Sequential
+        structured = arrays[0] if len(arrays) == 1 else arrays
+    else:
+        structured = keras.tree.pack_sequence_as(struct, arrays)
+    result = flat_outputs(pruned.predict(structured, verbose=0, batch_size=validate_batch_size(batch_size)))
     return float(max(np.abs(np.asarray(r, np.float64) - np.asarray(p, np.float64)).max()
                      for r, p in zip(reference, result)))
+
+
+def probe_inputs(model, samples: int = 2, seed: int = 0) -> list[np.ndarray] | None:
+    """Random inputs for a self-check: standard normal floats, zeros for integer inputs (token ids), unknown
+    sizes set to 8; ``None`` when an input is of another kind (strings)."""
+    rng = np.random.default_rng(seed)
+    arrays = []
+    for tensor in model.inputs:
+        shape = (samples, *[8 if d is None else d for d in tensor.shape[1:]])
+        dtype = str(tensor.dtype)
+        if "float" in dtype:
+            arrays.append(rng.standard_normal(shape).astype(dtype))
+        elif "int" in dtype:
+            arrays.append(np.zeros(shape, dtype))
+        else:
+            return None
+    return arrays
+
+
+def measure(graph: DependencyGraph, removed: np.ndarray, pruned: keras.Model, x, *, heads: dict | None = None,
+            batch_size: int = 256) -> tuple[float, float]:
+    """``(max |pruned(x) - masked original(x)|, max |masked original(x)|)`` over every output."""
+    reference = MaskedRunner(graph, removed, heads=heads)(x, batch_size=batch_size)
+    return max_abs_difference(reference, pruned, x, batch_size), float(max(np.abs(r).max() for r in reference))
+
+
+def differs(difference: float, scale: float) -> bool:
+    """More than float round-off: 1e-4 of the outputs' scale (plus 1e-6 for outputs near 0)."""
+    return difference > 1e-4 * scale + 1e-6
+
+
+def self_check(graph: DependencyGraph, removed: np.ndarray, pruned: keras.Model, *, heads: dict | None = None,
+               exact: bool = True) -> tuple[float, float] | None:
+    """Compare the new model with the masked original on two random inputs. An exact removal that differs is a
+    masklab bug (or a layer whose state is neither in its config nor in its weights): RuntimeError, never a
+    model that silently computes something else. Returns the measurement (None if inputs can't be made up)."""
+    probe = probe_inputs(graph.model)
+    if probe is None:
+        return None
+    difference, scale = measure(graph, removed, pruned, probe, heads=heads)
+    if exact and differs(difference, scale):
+        custom = sorted({type(rec.layer).__name__ for rec in graph.records.values()
+                         if not type(rec.layer).__module__.startswith("keras.")})
+        hint = f" Layers of classes outside Keras in this model: {custom}." if custom else ""
+        raise RuntimeError(f"internal check failed: the rebuilt model differs from the masked original by "
+                           f"{difference:.3g} (outputs up to {scale:.3g}) on random inputs, so it is not returned."
+                           f"{hint} A layer whose state is not in its get_config() or weights cannot be rebuilt; "
+                           f"otherwise this is a masklab bug: please report it with the model. check=False skips "
+                           f"this check.")
+    return difference, scale
