@@ -32,16 +32,26 @@ def write_benchmark(name: str, result: dict) -> None:
     print(f"wrote {path}")
 
 
-def compiled(model: keras.Model):
-    """One XLA-compiled inference function for ``model`` (TensorFlow backend): no Keras predict-loop overhead."""
+def compiled(model: keras.Model, xla: bool = False):
+    """One compiled inference function for ``model`` (a model or a single layer; TensorFlow backend), without Keras's predict loop: a
+    ``tf.function`` graph (oneDNN kernels on CPU), or with ``xla=True`` an XLA-compiled one. Measured side by
+    side, because XLA on CPU is much slower than the plain graph for some models (e.g. ResNet50 at 64x64:
+    about 950 ms vs 145 ms per batch of 32 here)."""
     import tensorflow as tf
 
-    return tf.function(lambda x: model(x, training=False), jit_compile=True)
+    if isinstance(model, keras.Model):
+        return tf.function(lambda x: model(x, training=False), jit_compile=xla)
+    return tf.function(lambda x: model(x), jit_compile=xla)  # a single layer
 
 
 def median_ms(functions: dict, x, rounds: int) -> dict[str, float]:
     """Median wall-clock milliseconds per call of each function on ``x``. Calls are interleaved round by round so
     that machine drift hits every variant alike; the first call of each (compilation) is not timed."""
+    if keras.config.backend() == "tensorflow":
+        import tensorflow as tf
+
+        x = tf.constant(x)  # converted once: the timed calls measure the model, not the copy of the input
+
     def run(fn):
         out = fn(x)
         return out.numpy() if hasattr(out, "numpy") else out
