@@ -288,3 +288,60 @@ def test_the_self_check_refuses_a_rebuild_that_went_wrong(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert surgery.remove_units(model, "h", [0], check=False).get_layer("h").units == 5
+
+
+def bidirectional_reference(model, removals: dict, consumer: str, rows):
+    """The original with recurrent kernel rows zeroed per direction (``{inner layer: rows}``) and the consumer's
+    input rows zeroed, computed in place and restored."""
+    bidirectional = model.get_layer("bi")
+    inner = {"forward": bidirectional.forward_layer, "backward": bidirectional.backward_layer}
+    saved = model.get_weights()
+    try:
+        for direction, units in removals.items():
+            recurrent = inner[direction].cell.recurrent_kernel
+            value = recurrent.numpy()
+            value[units] = 0.0
+            recurrent.assign(value)
+        kernel = model.get_layer(consumer).kernel
+        value = kernel.numpy()
+        value[rows] = 0.0
+        kernel.assign(value)
+        return model.predict(X_SEQ, verbose=0)
+    finally:
+        model.set_weights(saved)
+
+
+X_SEQ = np.random.default_rng(21).normal(size=(5, 6, 4)).astype("float32")
+
+
+@pytest.mark.parametrize("rnn", [L.LSTM, L.GRU, L.SimpleRNN])
+def test_bidirectional_concat_removes_units_of_each_direction(rnn):
+    keras.utils.set_random_seed(20)
+    inputs = L.Input((6, 4))
+    h = L.Bidirectional(rnn(5), name="bi")(inputs)                   # forward units 0-4, backward 5-9
+    model = keras.Model(inputs, L.Dense(3, name="out")(h))
+    pruned = surgery.remove_units(model, "bi", [1, 4, 7, 8])
+    assert pruned.get_layer("bi").forward_layer.units == 3 and pruned.get_layer("bi").backward_layer.units == 3
+    assert pruned.get_layer("out").kernel.shape == (6, 3)
+    expected = bidirectional_reference(model, {"forward": [1, 4], "backward": [2, 3]}, "out", [1, 4, 7, 8])
+    np.testing.assert_allclose(pruned.predict(X_SEQ, verbose=0), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"'bi' \(Bidirectional\) needs as many units removed from its forward as "
+                                         r"from its backward direction.*\[1, 2\]"):
+        surgery.remove_units(model, "bi", [1, 7, 8])
+
+
+def test_bidirectional_sum_removes_a_unit_from_both_directions_and_its_input_rows():
+    keras.utils.set_random_seed(22)
+    inputs = L.Input((6, 4))
+    h = L.Conv1D(8, 3, padding="same", name="conv")(inputs)
+    h = L.Bidirectional(L.GRU(5, return_sequences=True), merge_mode="sum", name="bi")(h)
+    model = keras.Model(inputs, L.Dense(3, name="out")(L.GlobalAveragePooling1D()(h)))
+    pruned = surgery.remove_units(model, "bi", [0, 3])
+    assert pruned.get_layer("bi").forward_layer.units == 3 and pruned.get_layer("bi").backward_layer.units == 3
+    expected = bidirectional_reference(model, {"forward": [0, 3], "backward": [0, 3]}, "out", [0, 3])
+    np.testing.assert_allclose(pruned.predict(X_SEQ, verbose=0), expected, rtol=1e-5, atol=1e-5)
+    conv_pruned = surgery.remove_units(model, "conv", [2, 5])           # the GRU kernels lose two input rows
+    assert pruned.get_layer("bi").forward_layer.cell.kernel.shape == (8, 9)
+    assert conv_pruned.get_layer("bi").backward_layer.cell.kernel.shape == (6, 15)
+    assert surgery.verify_equivalence(model, conv_pruned, "conv", [2, 5], X_SEQ) < 1e-5
+    assert surgery.count_macs(model) == surgery.layer_macs(model)["conv"] + 6 * 2 * (8 * 15 + 5 * 15) + 5 * 3

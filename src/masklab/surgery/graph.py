@@ -405,6 +405,10 @@ class DependencyGraph:
                 blocks = rec.blocks.get(slot, 1)
                 if blocks > 1:
                     per_block = removed[atoms].reshape(blocks, -1).sum(axis=1)
+                    if len(set(per_block.tolist())) > 1 and isinstance(rec.layer, keras.layers.Bidirectional):
+                        raise ValueError(f"layer {rec.path!r} (Bidirectional) needs as many units removed from its "
+                                         f"forward as from its backward direction (Keras sizes its output as twice "
+                                         f"the forward layer); this removal takes {per_block.tolist()}")
                     if len(set(per_block.tolist())) > 1:
                         raise ValueError(f"layer {rec.path!r} ({type(rec.layer).__name__}, groups={blocks}) needs "
                                          f"the same number of channels removed in each of its {blocks} groups of "

@@ -1,7 +1,7 @@
 """Multiply-accumulate counts per input sample (FLOPs = 2 x MACs), from the layers' static shapes.
 
 Counted: Dense (on any rank), Conv1D/2D/3D (grouped too), Conv*Transpose, DepthwiseConv, SeparableConv,
-LSTM/GRU/SimpleRNN (input and recurrent products, every step), MultiHeadAttention (projections, scores, weighted
+LSTM/GRU/SimpleRNN and Bidirectional ones (input and recurrent products, every step), MultiHeadAttention (projections, scores, weighted
 sum). Not counted: element-wise work (activations, normalization, pooling, merges) and Embedding lookups, as in
 the usual MAC counters; a layer with unknown sizes (``None`` in a non-batch axis) raises ValueError.
 """
@@ -50,6 +50,12 @@ def node_macs(node) -> int:
         return int(steps) * (int(np.prod(kernel)) + int(np.prod(recurrent)))
     if cls is L.MultiHeadAttention:
         return _attention_macs(layer, node)
+    if cls is L.Bidirectional:
+        steps = inputs[0].shape[1]
+        if steps is None:
+            raise ValueError(f"count_macs needs a fixed sequence length for layer {layer.name!r}")
+        return int(steps) * sum(int(np.prod(inner.cell.kernel.shape)) + int(np.prod(inner.cell.recurrent_kernel.shape))
+                                for inner in (layer.forward_layer, layer.backward_layer))
     return 0
 
 

@@ -10,8 +10,7 @@ import numpy as np
 
 from masklab.surgery.graph import DependencyGraph, functional_graph, is_graph_model, trace
 from masklab.surgery.rebuild import rebuild
-from masklab.surgery.verify import (MaskedRunner, flat_outputs, max_abs_difference, model_inputs, self_check,
-                                    validate_batch_size)
+from masklab.surgery.verify import MaskedRunner, max_abs_difference, self_check, validate_batch_size
 
 
 # --- finding layers ---------------------------------------------------------------------------------------------

@@ -89,31 +89,35 @@ class MaskedRunner:
         self._substitutes: dict[int, object] = {}
         self._compiled = None
 
-    def _zeroed_rows(self, op):
-        """(weight path suffix, rows to zero) for a recurrent layer losing units or an attention layer losing
-        heads; None otherwise."""
+    def _zeroed_rows(self, op) -> list[tuple[str, np.ndarray]]:
+        """(relative weight path suffix, rows to zero) for a recurrent layer losing units or an attention layer
+        losing heads; empty otherwise."""
         rec = self.graph.records.get(id(op))
         if rec is None:
-            return None
+            return []
         if getattr(rec.rule, "recurrent", False) and rec.produced is not None and self.removed[rec.produced].any():
-            return "recurrent_kernel", np.flatnonzero(self.removed[rec.produced])
+            removed = self.removed[rec.produced]
+            if hasattr(rec.rule, "zeroed_rows"):
+                return rec.rule.zeroed_rows(rec, removed)
+            return [("recurrent_kernel", np.flatnonzero(removed))]
         if id(op) in self.heads and not self.heads[id(op)].all():
-            return "attention_output/kernel", np.flatnonzero(~self.heads[id(op)])
-        return None
+            return [("attention_output/kernel", np.flatnonzero(~self.heads[id(op)]))]
+        return []
 
     def _substitute(self, op, args, kwargs):
         """A copy of a recurrent layer (or attention layer) with the removed units' (heads') weights zeroed."""
         zero_rows = self._zeroed_rows(op)
-        if zero_rows is None:
+        if not zero_rows:
             return op
         if id(op) not in self._substitutes:
             copy = type(op).from_config(op.get_config())
-            copy(*args, **kwargs)  # builds it (eagerly: see _build_substitutes)
+            copy(*args, **kwargs)  # builds it (eagerly: see _function)
             weights = named_weights(op)
-            for key in weights:
-                if key.endswith(zero_rows[0]):
-                    weights[key] = weights[key].copy()
-                    weights[key][zero_rows[1]] = 0.0
+            for suffix, rows in zero_rows:
+                for key in weights:
+                    if key.endswith(suffix) and len(rows):
+                        weights[key] = weights[key].copy()
+                        weights[key][rows] = 0.0
             copy.set_weights([weights[relative_path(v)] for v in op.weights])
             self._substitutes[id(op)] = copy
         return self._substitutes[id(op)]
@@ -155,7 +159,7 @@ class MaskedRunner:
 
     def _function(self, first_inputs):
         if self._compiled is None:
-            if any(self._zeroed_rows(node_op) is not None for node_op in self._operations()):
+            if any(self._zeroed_rows(node_op) for node_op in self._operations()):
                 self._forward(*[v[:1] for v in first_inputs])  # build the substitute layers eagerly, once
             if keras.config.backend() == "tensorflow":
                 import tensorflow as tf
