@@ -36,6 +36,23 @@ class ProducerRule(Rule):
         tr.consumes(tensor, layout)
         return layout
 
+    def trace_filters(self, tr, node, layer, rec, groups: int = 1):
+        """A convolution-like layer: reads the channel axis of its data format, produces ``layer.filters``
+        channels there (``groups`` > 1: as many removed from each group, on both sides)."""
+        tensor = _first_tensor(node)
+        _block_extra_tensors(tr, node, [tensor], rec)
+        rank = _rank(tensor)
+        axis = _channel_axis(layer.data_format, rank)
+        self.consume(tr, rec, tensor, axis, blocks=groups)
+        out = tr.produce(rec, int(layer.filters))
+        if groups > 1:
+            rec.blocks["out"] = groups
+        out_layout = Layout(axis, out)
+        reason = activation_reason(layer.activation, rec, out_layout, rank)
+        if reason:
+            tr.block(out, reason)
+        return [out_layout]
+
     def output_weights(self, layer) -> np.ndarray:
         raise NotImplementedError
 
@@ -102,15 +119,7 @@ class ConvRule(ProducerRule):
             if reason:
                 tr.block(out, reason)
             return [out_layout]
-        self.consume(tr, rec, tensor, axis, blocks=groups)
-        out = tr.produce(rec, filters)
-        if groups > 1:
-            rec.blocks["out"] = groups
-        out_layout = Layout(axis, out)
-        reason = activation_reason(layer.activation, rec, out_layout, rank)
-        if reason:
-            tr.block(out, reason)
-        return [out_layout]
+        return self.trace_filters(tr, node, layer, rec, groups=groups)
 
     def slice(self, rec, config, weights, keep):
         groups = int(config.get("groups", 1) or 1)
@@ -149,17 +158,7 @@ class ConvTransposeRule(ConvRule):
     """Conv1D/2D/3DTranspose: kernel ``(*window, filters, in_channels)``."""
 
     def trace(self, tr, node, layer, rec):
-        tensor = _first_tensor(node)
-        _block_extra_tensors(tr, node, [tensor], rec)
-        rank = _rank(tensor)
-        axis = _channel_axis(layer.data_format, rank)
-        self.consume(tr, rec, tensor, axis)
-        out = tr.produce(rec, int(layer.filters))
-        out_layout = Layout(axis, out)
-        reason = activation_reason(layer.activation, rec, out_layout, rank)
-        if reason:
-            tr.block(out, reason)
-        return [out_layout]
+        return self.trace_filters(tr, node, layer, rec)
 
     def slice(self, rec, config, weights, keep):
         new = dict(weights)
@@ -182,17 +181,7 @@ class SeparableRule(ProducerRule):
     """SeparableConv1D/2D: a depthwise kernel per input channel, then a pointwise kernel that produces filters."""
 
     def trace(self, tr, node, layer, rec):
-        tensor = _first_tensor(node)
-        _block_extra_tensors(tr, node, [tensor], rec)
-        rank = _rank(tensor)
-        axis = _channel_axis(layer.data_format, rank)
-        self.consume(tr, rec, tensor, axis)
-        out = tr.produce(rec, int(layer.filters))
-        out_layout = Layout(axis, out)
-        reason = activation_reason(layer.activation, rec, out_layout, rank)
-        if reason:
-            tr.block(out, reason)
-        return [out_layout]
+        return self.trace_filters(tr, node, layer, rec)
 
     def slice(self, rec, config, weights, keep):
         multiplier = int(config["depth_multiplier"])
