@@ -22,6 +22,19 @@ STRATEGIES = ("random", "lowest_activation", "highest_activation", "smallest_wei
 _CHUNK_ELEMENTS = 1 << 24
 
 
+def check_inputs(x, what: str = "x") -> np.ndarray:
+    """Model inputs as an array with at least one sample and no NaN / infinite values; ValueError otherwise."""
+    if x is None or isinstance(x, (str, bytes, dict)) or not hasattr(x, "__len__"):
+        raise ValueError(f"{what} must be an array of model inputs. Received: {what} of type {type(x).__name__}")
+    array = np.asarray(x)
+    if array.ndim == 0 or len(array) == 0:
+        raise ValueError(f"{what} must hold at least one sample. Received: shape {array.shape}")
+    if np.issubdtype(array.dtype, np.number) and not np.isfinite(array).all():
+        raise ValueError(f"{what} contains NaN or infinite values ({int((~np.isfinite(array)).sum())} of "
+                         f"{array.size})")
+    return array
+
+
 def get_layer(model: keras.Model, layer) -> keras.layers.Layer:
     """The layer object for a name or a layer of ``model``; ValueError naming the model's layers if absent."""
     if isinstance(layer, keras.layers.Layer):
@@ -56,7 +69,7 @@ def split_model(model: keras.Model, layer) -> tuple[keras.Model, keras.Model, in
 def hidden_activations(model: keras.Model, layer, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
     """``(N, units)`` output of ``layer`` (after its activation) for inputs ``x``."""
     head, _, _ = split_model(model, layer)
-    return np.asarray(head.predict(x, batch_size=batch_size, verbose=0))
+    return np.asarray(head.predict(check_inputs(x), batch_size=batch_size, verbose=0))
 
 
 def predict_with_masks(model: keras.Model, layer, x: np.ndarray, masks: np.ndarray,
@@ -69,9 +82,16 @@ def predict_with_masks(model: keras.Model, layer, x: np.ndarray, masks: np.ndarr
     :class:`NeuronMask` there still applies its own stored mask.
     """
     head, tail, units = split_model(model, layer)
+    if masks is None:
+        raise ValueError(f"masks must be a (K, {units}) array of KEEP masks. Received: masks=None")
     masks = validate_mask(masks, units, what="masks")
     masks = masks.reshape(-1, units)
-    hidden = np.asarray(head.predict(x, batch_size=4096, verbose=0), dtype=np.float32)
+    if len(masks) == 0:
+        raise ValueError(f"masks must hold at least one mask. Received: shape {masks.shape}")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
+                                   or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer or None. Received: batch_size={batch_size!r}")
+    hidden = np.asarray(head.predict(check_inputs(x), batch_size=4096, verbose=0), dtype=np.float32)
     n, k = len(hidden), len(masks)
     rows = batch_size or max(n, _CHUNK_ELEMENTS // units)
     masks_per_chunk = max(1, rows // max(n, 1))
@@ -119,7 +139,7 @@ def _mean_activation(model: keras.Model, layer, reference_x) -> np.ndarray:
         raise ValueError("The activation-ranked strategies (lowest_activation, highest_activation) rank units by "
                          "their mean activation on reference data; pass reference_x (training data, never the "
                          "evaluation split). Received: reference_x=None")
-    return hidden_activations(model, layer, reference_x).mean(axis=0)
+    return hidden_activations(model, layer, check_inputs(reference_x, "reference_x")).mean(axis=0)
 
 
 def _scores(strategy: str, layer: keras.layers.Layer, units: int, mean_activation, seed: int) -> np.ndarray:
@@ -142,13 +162,26 @@ def _scores(strategy: str, layer: keras.layers.Layer, units: int, mean_activatio
 def masks_from_scores(scores: np.ndarray, fractions: Sequence[float]) -> np.ndarray:
     """``(len(fractions), units)`` KEEP masks switching off the ``round(fraction * units)`` highest-scored units
     (ties: lower index first)."""
-    scores = np.asarray(scores)
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 1 or len(scores) == 0 or not np.isfinite(scores).all():
+        raise ValueError(f"scores must be a non-empty (units,) array of finite numbers. Received: shape "
+                         f"{scores.shape}, {int((~np.isfinite(scores)).sum())} not finite")
+    _check_fractions(fractions)
     units = len(scores)
     order = np.argsort(-scores, kind="stable")
     counts = np.round(np.asarray(fractions, dtype=np.float64) * units).astype(int)
     ranks = np.empty(units, dtype=int)
     ranks[order] = np.arange(units)
     return (ranks[None, :] >= counts[:, None]).astype(np.float32)  # rank < count -> off
+
+
+def _check_fractions(fractions) -> np.ndarray:
+    if fractions is None or isinstance(fractions, (str, bytes)) or np.ndim(fractions) != 1:
+        raise ValueError(f"fractions must be a list of values in [0, 1]. Received: fractions={fractions!r}")
+    values = np.asarray(list(fractions), dtype=np.float64)
+    if values.size == 0 or not np.isfinite(values).all() or values.min() < 0 or values.max() > 1:
+        raise ValueError(f"fractions must be a non-empty list of values in [0, 1]. Received: {values.tolist()}")
+    return values
 
 
 def ablation_curve(model: keras.Model, layer, x: np.ndarray, y: np.ndarray, fractions: Iterable[float],
@@ -161,15 +194,17 @@ def ablation_curve(model: keras.Model, layer, x: np.ndarray, y: np.ndarray, frac
     ``seed``; the deterministic strategies have one row per fraction (``repeat`` 0). All masks of all
     strategies go through one :func:`predict_with_masks` call.
     """
-    fractions = np.asarray(list(fractions), dtype=np.float64)
-    strategies = list(strategies)
-    if fractions.size == 0 or fractions.min() < 0 or fractions.max() > 1:
-        raise ValueError(f"fractions must be a non-empty list of values in [0, 1]. Received: {fractions.tolist()}")
+    fractions = _check_fractions(fractions)
+    strategies = [strategies] if isinstance(strategies, str) else list(strategies)
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown or not strategies:
         raise ValueError(f"strategies must be taken from {STRATEGIES}. Received: {strategies}")
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1. Received: repeats={repeats}")
+    if isinstance(repeats, bool) or not isinstance(repeats, (int, np.integer)) or repeats < 1:
+        raise ValueError(f"repeats must be a positive integer. Received: repeats={repeats!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer. Received: seed={seed!r}")
+    x = check_inputs(x)
+    y = np.asarray(y)
     if len(x) != len(y):
         raise ValueError(f"x and y must have the same length. Received: {len(x)} and {len(y)}")
     layer = get_layer(model, layer)

@@ -85,7 +85,8 @@ def dropout_mlp(input_dim: int = 784, hidden_units: Sequence[int] = (128, 128, 1
     h = keras.layers.Dense(hidden_units[0], activation="relu", kernel_regularizer=regularizer,
                            bias_regularizer=regularizer, name="hidden_1")(pixels)
     if dropout == "nsdropout":
-        mask_class = keras.Input((), dtype="int32", name="mask_class")
+        # float, not int: an int Input would truncate a class of 1.7 to 1 before the layer could refuse it
+        mask_class = keras.Input((), dtype="float32", name="mask_class")
         inputs = [pixels, mask_class]
         h = NSDropout(rate, num_classes, refresh=refresh, rescale_inference=rescale_inference, seed=seed,
                       name="dropout")([h, mask_class])

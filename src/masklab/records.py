@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -43,4 +44,27 @@ def write_csv(table: pd.DataFrame, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(path, index=False, float_format="%.8g")
+    return path
+
+
+def save_model(model, path: str | os.PathLike) -> Path:
+    """``model.save(path)`` (a ``.keras`` archive), then rewritten so the same model always gives the same bytes:
+    every zip entry dated 1980-01-01 and no save date in ``metadata.json`` (Keras stamps both with the time of
+    saving, which changed every downstream hash in ``dvc.lock`` on each run)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    with zipfile.ZipFile(path) as archive:
+        entries = [(info, archive.read(info)) for info in archive.infolist()]
+    scratch = path.with_name(path.name + ".tmp")
+    with zipfile.ZipFile(scratch, "w") as archive:
+        for info, content in entries:
+            if info.filename == "metadata.json":
+                metadata = json.loads(content)
+                metadata.pop("date_saved", None)
+                content = json.dumps(metadata, sort_keys=True).encode()
+            fixed = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
+            fixed.compress_type, fixed.external_attr = info.compress_type, info.external_attr
+            archive.writestr(fixed, content)
+    os.replace(scratch, path)
     return path

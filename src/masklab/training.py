@@ -118,7 +118,10 @@ def train(
         model: a zero-argument function building the model (preferred: its initial weights then come from
             ``seed``; required with ``strategy``, so variables are created inside its scope), or a built model. An uncompiled model is compiled here with
             ``optimizer`` / ``learning_rate`` / ``loss`` / ``metrics`` / ``jit_compile``; a compiled one is kept.
-        train_data, val_data: ``(x, y)`` arrays; labels are integer classes for the default loss.
+        train_data, val_data: ``(x, y)`` with ``x`` an array, or a list / dict of arrays for a multi-input
+            model; labels are integer classes in [0, outputs) for the default loss. Checked before training
+            (lengths, NaN / infinite values, labels). A ``tf.data.Dataset`` or a generator of ``(x, y)`` batches
+            is passed to ``fit`` as is (batch it yourself; ``batch_size`` is then unused).
         epochs, batch_size, seed: all randomness (initial weights built here, shuffling, dropout) comes from
             ``seed``; with the TensorFlow backend ops are deterministic, so two CPU runs give equal numbers.
         monitor: a ``val_*`` metric; the test split never reaches this function.
@@ -127,15 +130,19 @@ def train(
         log_dir: write TensorBoard logs there.
         verbose: passed to ``fit`` (``"auto"``/1 progress bar, 2 one line per epoch, 0 silent).
     """
-    if not monitor.startswith("val_"):
-        raise ValueError(f"Epoch selection must use the validation split: monitor must start with 'val_'. "
+    if not isinstance(monitor, str) or not monitor.startswith("val_"):
+        raise ValueError(f"Epoch selection must use the validation split: monitor must be a 'val_*' metric name. "
                          f"Received: monitor={monitor!r}")
-    if epochs < 1 or batch_size < 1:
-        raise ValueError(f"epochs and batch_size must be >= 1. Received: epochs={epochs}, batch_size={batch_size}")
-    for what, (x, y) in (("train_data", train_data), ("val_data", val_data)):
-        if len(x) != len(y) or len(x) == 0:
-            raise ValueError(f"{what} needs as many labels as inputs, at least one. "
-                             f"Received: {len(x)} inputs, {len(y)} labels")
+    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("seed", seed)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < (0 if name == "seed" else 1):
+            raise ValueError(f"{name} must be {'a non-negative' if name == 'seed' else 'a positive'} integer. "
+                             f"Received: {name}={value!r}")
+    if learning_rate is not None and (isinstance(learning_rate, bool) or
+                                      not isinstance(learning_rate, (int, float, np.floating)) or
+                                      not np.isfinite(learning_rate) or learning_rate <= 0):
+        raise ValueError(f"learning_rate must be a positive finite number (or None to keep the optimizer's). "
+                         f"Received: learning_rate={learning_rate!r}")
+    train_data, val_data = _check_data(train_data, "train_data"), _check_data(val_data, "val_data")
     if strategy is not None:
         if keras.config.backend() != "tensorflow":
             raise ValueError(f"A tf.distribute strategy needs the TensorFlow backend. "
@@ -153,18 +160,78 @@ def train(
             model.compile(optimizer=_make_optimizer(optimizer, learning_rate), loss=loss,
                           metrics=list(metrics), jit_compile=jit_compile)
 
+    if loss == "sparse_categorical_crossentropy" and len(getattr(model, "outputs", None) or []) == 1:
+        for what, data in (("train_data", train_data), ("val_data", val_data)):
+            _check_class_labels(data, int(model.outputs[0].shape[-1]), what)
     best = BestEpoch(monitor, restore=restore_best)
-    all_callbacks = [best, *callbacks]
+    all_callbacks = [best, keras.callbacks.TerminateOnNaN(), *callbacks]
     if log_dir is not None:
         all_callbacks.append(keras.callbacks.TensorBoard(log_dir=str(log_dir)))
+    streamed = _is_stream(train_data)
     fit_history = model.fit(
-        *train_data, validation_data=val_data, epochs=epochs, batch_size=batch_size, shuffle=True,
-        callbacks=all_callbacks, verbose=verbose,
+        *((train_data,) if streamed else train_data), validation_data=val_data, epochs=epochs,
+        batch_size=None if streamed else batch_size, shuffle=not streamed, callbacks=all_callbacks, verbose=verbose,
     )
     history = pd.DataFrame(fit_history.history)
+    diverged = np.flatnonzero(~np.isfinite(history.to_numpy(dtype=float)).all(axis=1))
+    if len(diverged):
+        raise ValueError(f"training diverged: the loss or a metric is NaN or infinite at epoch {diverged[0] + 1} "
+                         f"(training stopped there). Causes: NaN / infinite inputs, a learning rate too high, or "
+                         f"invalid values reaching a NeuronMask (outside [0, 1]) or an NSDropout (a class outside "
+                         f"[-1, num_classes) or not an integer), which make their samples NaN on purpose.")
     history.insert(0, "epoch", np.arange(1, len(history) + 1))
     history["is_best"] = history["epoch"] == best.best_epoch
     return TrainResult(model, history, best.best_epoch, best.best_value, monitor, describe_device())
+
+
+def _check_data(data, what: str):
+    """``(x, y)`` with x an array, a list / tuple / dict of arrays (a multi-input model) as long as y, finite; or
+    a ``tf.data.Dataset`` / generator yielding ``(x, y)`` batches, passed to ``fit`` as is (not inspected)."""
+    if _is_stream(data):
+        return data
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise ValueError(f"{what} must be (x, y), or a tf.data.Dataset / generator of (x, y) batches. "
+                         f"Received: {what} of type {type(data).__name__}")
+    x, y = data
+    inputs = list(x.values()) if isinstance(x, dict) else list(x) if isinstance(x, (list, tuple)) else [x]
+    if not inputs or any(not hasattr(a, "__len__") for a in inputs) or not hasattr(y, "__len__"):
+        raise ValueError(f"{what} must hold arrays. Received: x of type {type(x).__name__}, y of type "
+                         f"{type(y).__name__}")
+    lengths = {len(a) for a in inputs}
+    if len(lengths) != 1 or len(y) != next(iter(lengths)) or len(y) == 0:
+        raise ValueError(f"{what} needs as many labels as inputs, at least one (every input array as long). "
+                         f"Received: inputs of lengths {sorted(lengths)}, {len(y)} labels")
+    for name, array in [*(("x", a) for a in inputs), ("y", y)]:
+        array = np.asarray(array)
+        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+            raise ValueError(f"{what} {name} contains NaN or infinite values "
+                             f"({int((~np.isfinite(array)).sum())} of {array.size})")
+    return data
+
+
+def _is_stream(data) -> bool:
+    import inspect
+
+    module = type(data).__module__
+    return inspect.isgenerator(data) or module.startswith("tensorflow") or isinstance(data, keras.utils.PyDataset)
+
+
+def _check_class_labels(data, num_classes: int, what: str) -> None:
+    """Integer class labels in [0, num_classes) for the sparse categorical loss (float labels would be
+    truncated and labels >= classes fail deep inside the compiled step)."""
+    if _is_stream(data):
+        return
+    y = np.asarray(data[1])
+    if y.ndim > 1 and not (y.ndim == 2 and y.shape[1] == 1):
+        raise ValueError(f"{what} labels must be integer classes of shape (n,) for the sparse categorical loss. "
+                         f"Received: shape {y.shape} (one-hot labels need loss='categorical_crossentropy')")
+    if not (np.issubdtype(y.dtype, np.integer) or (np.issubdtype(y.dtype, np.floating) and
+                                                    np.array_equal(y, np.round(y)))):
+        raise ValueError(f"{what} labels must be integer classes. Received: dtype {y.dtype}, e.g. "
+                         f"{y.reshape(-1)[:5].tolist()}")
+    if y.size and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(f"{what} labels must lie in [0, {num_classes}) for a model with {num_classes} outputs. "
+                         f"Received: min {y.min()}, max {y.max()}")
 
 
 def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int = 1024) -> dict[str, float]:

@@ -53,7 +53,7 @@ def save_baseline(result: training.TrainResult, metrics: dict, dataset: str, *,
         "history": records.write_csv(result.history, out / "history.csv"),
         "model": paths.model_path("baseline", dataset, models_dir),
     }
-    result.model.save(written["model"])
+    records.save_model(result.model, written["model"])
     plots.learning_curve(result.history, out / "learning_curve.png",
                          title=f"784-{metrics['params']['hidden_units']}-10 MLP on {dataset}: "
                                f"test accuracy {metrics['test_accuracy']:.4f}")

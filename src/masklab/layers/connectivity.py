@@ -25,6 +25,35 @@ class Connectivity:
     unit_names: tuple[str, ...] | None = None
     source: str = field(default="array", compare=False)
 
+    def __post_init__(self):
+        """Validate whatever was given (also through the public constructor): a 2-D matrix of 0/1 (or bool)
+        with at least one connection, names matching its rows and columns. Stored as a contiguous bool array."""
+        matrix, source = np.asarray(self.matrix), self.source
+        if matrix.ndim != 2:
+            raise ValueError(f"connectivity must be a 2-D (input_dim, units) 0/1 matrix. Received: shape "
+                             f"{matrix.shape} from {source}")
+        if 0 in matrix.shape:
+            raise ValueError(f"connectivity must have at least one input and one unit. Received: shape "
+                             f"{matrix.shape}")
+        if matrix.dtype != bool:
+            if not np.issubdtype(matrix.dtype, np.number):
+                raise ValueError(f"connectivity entries must be 0 or 1. Received: dtype {matrix.dtype} from {source}")
+            _check_zero_one(matrix.ravel(), lambda where: np.argwhere(where.reshape(matrix.shape)), source)
+            matrix = matrix == 1
+        if not matrix.any():
+            raise ValueError(f"connectivity has no connection at all (all {matrix.shape} entries are 0; from "
+                             f"{source})")
+        names = {}
+        for what, given, size in (("input_names", self.input_names, matrix.shape[0]),
+                                  ("unit_names", self.unit_names, matrix.shape[1])):
+            if given is not None and (isinstance(given, (str, bytes)) or len(given) != size):
+                raise ValueError(f"{what} must hold one name per {'row' if what == 'input_names' else 'column'} "
+                                 f"({size}). Received: {given!r:.80}")
+            names[what] = None if given is None else tuple(str(n) for n in given)
+        object.__setattr__(self, "matrix", np.ascontiguousarray(matrix))
+        object.__setattr__(self, "input_names", names["input_names"])
+        object.__setattr__(self, "unit_names", names["unit_names"])
+
     @property
     def shape(self) -> tuple[int, int]:
         return self.matrix.shape
@@ -72,26 +101,7 @@ class Connectivity:
 
 
 def _validated(matrix, input_names=None, unit_names=None, source="array") -> Connectivity:
-    matrix = np.asarray(matrix)
-    if matrix.ndim != 2:
-        raise ValueError(f"connectivity must be a 2-D (input_dim, units) 0/1 matrix. Received: shape {matrix.shape} "
-                         f"from {source}")
-    if 0 in matrix.shape:
-        raise ValueError(f"connectivity must have at least one input and one unit. Received: shape {matrix.shape}")
-    if matrix.dtype != bool:
-        if not (np.issubdtype(matrix.dtype, np.number)):
-            raise ValueError(f"connectivity entries must be 0 or 1. Received: dtype {matrix.dtype} from {source}")
-        _check_zero_one(matrix.ravel(), lambda where: np.argwhere(where.reshape(matrix.shape)), source)
-        matrix = matrix == 1
-    if not matrix.any():
-        raise ValueError(f"connectivity has no connection at all (all {matrix.shape} entries are 0; from {source})")
-    for names, size, what in ((input_names, matrix.shape[0], "input_names"), (unit_names, matrix.shape[1],
-                                                                              "unit_names")):
-        if names is not None and len(names) != size:
-            raise ValueError(f"{what} has {len(names)} names for {size} rows/columns. Received: {len(names)} names")
-    return Connectivity(np.ascontiguousarray(matrix),
-                        None if input_names is None else tuple(str(n) for n in input_names),
-                        None if unit_names is None else tuple(str(n) for n in unit_names), source)
+    return Connectivity(matrix, input_names, unit_names, source)
 
 
 def _check_zero_one(values: np.ndarray, locate, source: str) -> None:
@@ -220,6 +230,13 @@ def local_receptive_fields(height: int, width: int, units: int, patch: int, seed
                            channels: int = 1) -> Connectivity:
     """Image connectivity: each of ``units`` hidden units sees one ``patch x patch`` window (all channels) of a
     ``(height, width, channels)`` image flattened row-major; window positions are drawn uniformly from ``seed``."""
+    for name, value in (("height", height), ("width", width), ("units", units), ("patch", patch),
+                        ("channels", channels)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer (the wiring must be reproducible). Received: "
+                         f"seed={seed!r}")
     if not 1 <= patch <= min(height, width):
         raise ValueError(f"patch must be between 1 and min(height, width)={min(height, width)}. Received: "
                          f"patch={patch}")

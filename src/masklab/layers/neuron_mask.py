@@ -18,10 +18,12 @@ from keras import ops
 
 
 def _as_index_array(indices, units: int, what: str) -> np.ndarray:
+    if indices is None or isinstance(indices, (str, bytes, dict)) or np.ndim(indices) == 0:
+        raise ValueError(f"{what} must be a list of unit indices (an empty list: none). Received: {what}={indices!r}")
     raw = np.asarray(list(indices) if not isinstance(indices, np.ndarray) else indices)
     if raw.size == 0:
         return raw.astype(np.int64).reshape(0)
-    if raw.ndim != 1 or not (np.issubdtype(raw.dtype, np.integer) or
+    if raw.ndim != 1 or raw.dtype == bool or not (np.issubdtype(raw.dtype, np.integer) or
                              (np.issubdtype(raw.dtype, np.floating) and np.all(raw == np.round(raw)))):
         raise ValueError(f"{what} must be a flat list of integer unit indices. Received: {what}={indices!r}")
     raw = raw.astype(np.int64)
@@ -84,6 +86,13 @@ def validate_mask(mask, units: int, batch_size: int | None = None, what: str = "
     return mask
 
 
+def invalid_mask_poison(mask):
+    """``(batch,)``: NaN for mask rows holding a value outside [0, 1] or NaN, 0 elsewhere (added to the outputs,
+    it makes an invalid mask visible inside compiled calls, on every backend)."""
+    bad_row = ops.logical_not(ops.all(ops.logical_and(mask >= 0, mask <= 1), axis=-1))  # NaN fails both
+    return ops.where(bad_row, ops.cast(float("nan"), mask.dtype), ops.cast(0.0, mask.dtype))
+
+
 def _concrete(value):
     """The NumPy value of an eager tensor or array; None for a symbolic tensor (inside a traced function)."""
     if isinstance(value, np.ndarray):
@@ -112,6 +121,12 @@ class NeuronMask(keras.layers.Layer):
     Args:
         initial_mask: optional ``(units,)`` KEEP mask for the stored variable.
     """
+
+    # Inside compiled calls (predict, fit, jit) mask values cannot be checked in Python: an input mask row with a
+    # value outside [0, 1] or NaN turns that sample's output into NaN instead of a plausible wrong answer.
+    # Class-level switch for the benchmark that measures what the check costs (read when a call is traced);
+    # always on otherwise.
+    check_values = True
 
     def __init__(self, initial_mask=None, **kwargs):
         super().__init__(**kwargs)
@@ -154,9 +169,11 @@ class NeuronMask(keras.layers.Layer):
                     raise ValueError(f"The mask input must have rank 2 (batch, units). Received: shape "
                                      f"{concrete.shape}")
             mask = ops.cast(mask, x.dtype)
+            poison = invalid_mask_poison(mask) if self.check_values else None
             # (batch, units) -> (batch, 1, ..., 1, units) so it also masks channels of conv feature maps
-            mask = ops.reshape(mask, (ops.shape(mask)[0],) + (1,) * (len(x.shape) - 2) + (self.units,))
-            return x * mask
+            expand = (ops.shape(mask)[0],) + (1,) * (len(x.shape) - 2)
+            out = x * ops.reshape(mask, expand + (self.units,))
+            return out if poison is None else out + ops.reshape(poison, expand + (1,))
         return inputs * ops.cast(self.stored_mask, inputs.dtype)
 
     def set_mask(self, mask) -> None:
@@ -169,6 +186,9 @@ class NeuronMask(keras.layers.Layer):
 
     def clear_mask(self) -> None:
         """Keep every unit again (stored mask of ones)."""
+        if self.stored_mask is None:
+            raise ValueError(f"Layer {self.name!r} is not built yet: call it on an input (or build the model) "
+                             f"before clear_mask.")
         self.set_mask(np.ones(self.units, dtype=np.float32))
 
     def compute_output_shape(self, input_shape):

@@ -151,6 +151,12 @@ class NSDropout(keras.layers.Layer):
     ``epoch_sums`` / ``epoch_counts`` (``"epoch"`` schedule: the current epoch's training activations).
     """
 
+    # Inside compiled calls (fit, predict, jit) the classes cannot be checked in Python: a sample routed to a class
+    # outside [-1, num_classes), to a non-integer or NaN class gets NaN outputs instead of some class's mask.
+    # Class-level switch for the benchmark that measures what the check costs (read when a call is traced);
+    # always on otherwise.
+    check_values = True
+
     def __init__(self, rate: float, num_classes: int, refresh: str = "epoch", rescale_inference: bool = True,
                  seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -204,8 +210,20 @@ class NSDropout(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         x, mask_class = inputs
-        mask_class = ops.reshape(ops.cast(mask_class, "int32"), (-1,))
         self._check_eager_classes(mask_class, x)
+        poison = None
+        if self.check_values:  # inside compiled calls: invalid routes make their samples NaN, never a wrong mask
+            raw = ops.cast(ops.reshape(mask_class, (-1,)), x.dtype)
+            invalid = ops.logical_or(ops.logical_or(raw < -1, raw >= self.num_classes),
+                                     ops.logical_or(ops.isnan(raw), raw != ops.floor(raw)))
+            poison = ops.where(invalid, ops.cast(float("nan"), x.dtype), ops.cast(0.0, x.dtype))[:, None]
+            mask_class = ops.where(invalid, -1, ops.cast(ops.where(invalid, 0, raw), "int32"))
+        else:
+            mask_class = ops.reshape(ops.cast(mask_class, "int32"), (-1,))
+        out = self._masked(x, mask_class, training)
+        return out if poison is None else out + poison
+
+    def _masked(self, x, mask_class, training):
         masks = ops.cast(self.class_masks.value, x.dtype)
         refreshed = ops.convert_to_tensor(self.refreshed.value) > 0
         if training and self.refresh_schedule == "step":
@@ -234,11 +252,15 @@ class NSDropout(keras.layers.Layer):
 
     def _check_eager_classes(self, mask_class, x):
         try:
-            concrete = np.asarray(ops.convert_to_numpy(mask_class))
+            concrete = np.asarray(ops.convert_to_numpy(mask_class)).reshape(-1)
         except Exception:  # symbolic inside a traced function: values unknown
             return
         if concrete.shape[0] != x.shape[0]:
             raise ValueError(f"mask_class has {concrete.shape[0]} entries for a batch of {x.shape[0]}.")
+        if np.issubdtype(concrete.dtype, np.floating) and (np.isnan(concrete).any() or
+                                                           (concrete != np.floor(concrete)).any()):
+            raise ValueError(f"mask_class must hold integer classes (-1: no mask). Received non-integer values: "
+                             f"{np.unique(concrete[np.isnan(concrete) | (concrete != np.floor(concrete))])[:10]}")
         bad = concrete[(concrete < -1) | (concrete >= self.num_classes)]
         if bad.size:
             raise ValueError(f"mask_class must lie in [-1, {self.num_classes}) (-1: no mask). "

@@ -148,6 +148,9 @@ class SparseDense(keras.layers.Layer):
 
     def effective_kernel(self):
         """The ``(input_dim, units)`` kernel the layer multiplies by: exactly 0 where connectivity is 0."""
+        if not self.built:
+            raise ValueError(f"Layer {self.name!r} is not built yet: call it on an input (or build the model) "
+                             f"before effective_kernel().")
         if self.implementation == "dense":
             return self._mask_kernel(self.kernel)
         return self._scatter(self.values)
