@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from masklab import ablation, surgery, training
-from masklab.layers import (Connectivity, NeuronMask, NSDropout, SparseDense, keep_from_off, keep_mask, keep_masks,
-                            local_receptive_fields, validate_mask)
+from masklab import models
+from masklab.layers import (Connectivity, NeuronMask, NSDropout, NSDropoutPredictor, NSDropoutRefresh, SparseDense,
+                            keep_from_off, keep_mask, keep_masks, local_receptive_fields, validate_mask)
 
 L = keras.layers
 NAN = float("nan")
@@ -43,6 +44,7 @@ def attention():
 
 
 MODEL, ATTENTION = mlp(), attention()
+NSD = models.dropout_mlp(6, (5,), 3, rate=0.4, refresh="epoch", seed=0)
 X = np.random.default_rng(0).normal(size=(10, 6)).astype("float32")
 Y = np.arange(10) % 3
 X_NAN = X.copy()
@@ -98,6 +100,23 @@ CASES = [
          "mask_class", r"\[7\]"),
     Case("NSDropout/eager class 1.7",
          lambda: NSDropout(0.2, 3)([np.ones((2, 5), "float32"), np.array([0, 1.7])]), "mask_class", r"1\.7"),
+    Case("NSDropoutRefresh/mask_data None", lambda: NSDropoutRefresh(mask_data=None), "mask_data", "NoneType"),
+    Case("NSDropoutRefresh/mask_data lengths", lambda: NSDropoutRefresh((X, Y[:3])), "mask_data", "10 inputs, 3"),
+    Case("NSDropoutRefresh/NaN x", lambda: NSDropoutRefresh((X_NAN, Y)), "mask_data", "NaN"),
+    Case("NSDropoutRefresh/batch_size", lambda: NSDropoutRefresh((X, Y), batch_size=0), "batch_size", "0"),
+    Case("NSDropoutPredictor/model None", lambda: NSDropoutPredictor(None), "model", "NoneType"),
+    Case("NSDropoutPredictor/mode", lambda: NSDropoutPredictor(NSD).predict_classes(X, "best"), "modes", "best"),
+    Case("NSDropoutPredictor/x None", lambda: NSDropoutPredictor(NSD).predict_classes(None, "none"), "x",
+         "NoneType"),
+    Case("NSDropoutPredictor/x empty", lambda: NSDropoutPredictor(NSD).predict_classes(X[:0], "none"), "x",
+         r"\(0, 6\)"),
+    Case("NSDropoutPredictor/NaN x", lambda: NSDropoutPredictor(NSD).predict_classes(X_NAN, "none"), "x", "NaN"),
+    Case("NSDropoutPredictor/oracle without labels", lambda: NSDropoutPredictor(NSD).predict_classes(X, "oracle"),
+         "labels", "None"),
+    Case("NSDropoutPredictor/labels float", lambda: NSDropoutPredictor(NSD).predict_classes(
+        X, "oracle", labels=Y + 0.5), "labels", r"0\.5|1\.5"),
+    Case("NSDropoutPredictor/all_rule", lambda: NSDropoutPredictor(NSD).predict_classes(X, "all", all_rule="vote"),
+         "all_rule", "'vote'"),
     # --- layers: sparse connectivity --------------------------------------------------------------------------
     Case("Connectivity/all zero", lambda: Connectivity(np.zeros((3, 2))), "connectivity", r"\(3, 2\)"),
     Case("Connectivity/soft", lambda: Connectivity(np.full((3, 2), 0.5)), "connectivity", r"0\.5"),

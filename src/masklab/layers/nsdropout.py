@@ -390,6 +390,9 @@ class NSDropoutPredictor:
     """
 
     def __init__(self, model: keras.Model, layer=None):
+        if not isinstance(model, keras.Model):
+            raise ValueError(f"model must be a keras.Model holding an NSDropout layer. Received: model of type "
+                             f"{type(model).__name__}")
         self.model = model
         self.layer = find_nsdropout(model, layer)
         activations, class_input = self.layer.input
@@ -409,7 +412,7 @@ class NSDropoutPredictor:
 
     def hidden(self, x) -> np.ndarray:
         """``(N, units)`` activations entering the NSDropout layer."""
-        x = np.asarray(x, dtype=np.float32)
+        x = _check_inputs(x, "x")
         return _predict_padded(self.head, x, max(1, _CHUNK_ELEMENTS // max(1, int(np.prod(x.shape[1:])))))
 
     def _tail(self, rows: np.ndarray) -> np.ndarray:
@@ -507,6 +510,30 @@ def predict_classes(model: keras.Model, x, mode: str, labels=None, *, layer=None
     return NSDropoutPredictor(model, layer).predict_classes(x, mode, labels, all_rule)
 
 
+def _check_pair(data, what: str):
+    """``(x, y)``: arrays of equal, non-zero length, x finite."""
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise ValueError(f"{what} must be a pair (x, y) of arrays. Received: {what} of type {type(data).__name__}")
+    x, y = data
+    if not hasattr(x, "__len__") or not hasattr(y, "__len__") or len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"{what} must hold as many labels as inputs, at least one. Received: "
+                         f"{len(x) if hasattr(x, '__len__') else type(x).__name__} inputs, "
+                         f"{len(y) if hasattr(y, '__len__') else type(y).__name__} labels")
+    _check_inputs(x, f"{what} x")
+    return data
+
+
+def _check_inputs(x, what: str) -> np.ndarray:
+    if x is None or not hasattr(x, "__len__"):
+        raise ValueError(f"{what} must be an array of inputs. Received: {type(x).__name__}")
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim == 0 or len(x) == 0:
+        raise ValueError(f"{what} must hold at least one sample. Received: shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{what} contains NaN or infinite values ({int((~np.isfinite(x)).sum())} of {x.size})")
+    return x
+
+
 class NSDropoutRefresh(keras.callbacks.Callback):
     """Refresh an NSDropout layer's masks at the end of every epoch, from data the caller names.
 
@@ -523,8 +550,10 @@ class NSDropoutRefresh(keras.callbacks.Callback):
 
     def __init__(self, mask_data, train_data=None, layer=None, batch_size: int = 4096):
         super().__init__()
-        self.mask_data = mask_data
-        self.train_data = train_data
+        self.mask_data = _check_pair(mask_data, "mask_data")
+        self.train_data = None if train_data is None else _check_pair(train_data, "train_data")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer. Received: batch_size={batch_size!r}")
         self.layer_ref = layer
         self.batch_size = batch_size
         self.absent_classes = {}
