@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import zipfile
 from pathlib import Path
 
@@ -67,4 +68,51 @@ def save_model(model, path: str | os.PathLike) -> Path:
             fixed.compress_type, fixed.external_attr = info.compress_type, info.external_attr
             archive.writestr(fixed, content)
     os.replace(scratch, path)
+    return path
+
+
+# What differs between two runs of the same notebook and says nothing about its results: TensorFlow's C++ log
+# lines (timestamps, thread ids), absl's preamble, tf.function retracing warnings, memory addresses.
+_VOLATILE_LINES = re.compile(r"^(?:[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\] .*"
+                             r"|WARNING: All log messages before absl::InitializeLog\(\) is called.*"
+                             r"|WARNING:tensorflow:.*triggered tf\.function retracing.*)$", re.M)
+_ADDRESS = re.compile(r"0x[0-9a-f]{6,}")
+_TIMING_KEYS = ("start_time", "end_time", "duration")
+
+
+def normalize_executed_notebook(path: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
+    """Rewrite a notebook executed by papermill so that rerunning it writes the same bytes: drop execution
+    timestamps and durations, log noise (TensorFlow's C++ logs, retracing warnings) and memory addresses, and
+    write paths under the project root relative to it. Results (tables, figures, printed numbers) stay."""
+    from masklab import paths
+
+    path = Path(path)
+    root = f"{Path(root or paths.PROJ_ROOT)}/"
+    notebook = json.loads(path.read_text())
+    for key in _TIMING_KEYS:
+        notebook.get("metadata", {}).get("papermill", {}).pop(key, None)
+
+    def clean(text: str) -> str:
+        text = _VOLATILE_LINES.sub("", text)
+        text = re.sub(r"\n{2,}", "\n", text).lstrip("\n")
+        return _ADDRESS.sub("0x...", text.replace(root, ""))
+
+    for cell in notebook.get("cells", []):
+        metadata = cell.get("metadata", {})
+        metadata.pop("execution", None)
+        for key in _TIMING_KEYS:
+            metadata.get("papermill", {}).pop(key, None)
+        outputs = []
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "stream":
+                output["text"] = clean("".join(output["text"])).splitlines(keepends=True)
+                if not output["text"]:
+                    continue
+            for mime, value in output.get("data", {}).items():
+                if mime.startswith("text/"):
+                    output["data"][mime] = clean("".join(value)).splitlines(keepends=True)
+            outputs.append(output)
+        if "outputs" in cell:
+            cell["outputs"] = outputs
+    path.write_text(json.dumps(notebook, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
     return path
