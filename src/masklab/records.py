@@ -100,6 +100,8 @@ def normalize_executed_notebook(path: str | os.PathLike, root: str | os.PathLike
     for cell in notebook.get("cells", []):
         metadata = cell.get("metadata", {})
         metadata.pop("execution", None)
+        if "injected-parameters" in metadata.get("tags", []):
+            cell["id"] = "injected-parameters"  # papermill draws a new random id for its cell on every run
         for key in _TIMING_KEYS:
             metadata.get("papermill", {}).pop(key, None)
         outputs = []

@@ -187,3 +187,26 @@ def test_pruning_notebook_prunes_exactly_and_fine_tunes(prepared_mnist_5k, tmp_p
     assert "pruned" in set(report["status"])
     for figure in ("accuracy_vs_macs.png", "latency.png"):
         assert (tmp_path / "results" / figure).stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_an_executed_notebook_normalized_is_the_same_bytes_on_a_rerun(prepared_mnist_5k, tmp_path):
+    """What DVC hashes in results/executed/ must not change between two runs of the same stage."""
+    from masklab import records
+
+    data_dir, _ = prepared_mnist_5k
+    outputs = []
+    for run in ("first", "second"):
+        run_notebook("10-baseline.ipynb", tmp_path, dataset="mnist_5k", hidden_units=16, epochs=1, batch_size=128,
+                     seed=0, verbose=0, data_dir=str(data_dir), results_dir=str(tmp_path / "results"),
+                     models_dir=str(tmp_path / "models"))
+        executed = tmp_path / "executed-10-baseline.ipynb"
+        outputs.append(records.normalize_executed_notebook(executed, root=tmp_path).read_bytes())
+        executed.rename(tmp_path / f"{run}.ipynb")
+    assert outputs[0] == outputs[1]
+    notebook = json.loads(outputs[0])
+    assert "duration" not in notebook["metadata"]["papermill"]
+    assert all("execution" not in cell["metadata"] for cell in notebook["cells"])
+    shown = json.dumps([cell.get("outputs", []) for cell in notebook["cells"]])
+    assert str(tmp_path) not in shown and "I0000" not in shown and "E0000" not in shown
+    assert any(cell.get("outputs") for cell in notebook["cells"])  # results stay
