@@ -24,6 +24,35 @@ def test_the_same_model_saved_twice_gives_the_same_bytes_and_loads_back(tmp_path
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
 
 
+def test_models_with_shared_layers_save_without_memory_addresses(tmp_path):
+    """Keras writes ``id()`` of shared objects into config.json; two separately built equal models must still give
+    the same bytes, and the loaded model must still share its layer."""
+
+    def build():
+        keras.utils.set_random_seed(0)
+        shared = keras.layers.Dense(3, name="shared")
+        a, b = keras.Input((4,), name="a"), keras.Input((4,), name="b")
+        return keras.Model([a, b], keras.layers.Add(name="sum")([shared(a), shared(b)]), name="siamese")
+
+    first, second = build(), build()
+    path_1, path_2 = records.save_model(first, tmp_path / "1.keras"), records.save_model(second, tmp_path / "2.keras")
+    assert path_1.read_bytes() == path_2.read_bytes()
+    with zipfile.ZipFile(path_1) as archive:
+        config = archive.read("config.json").decode()
+    assert '"shared_object_id": 1' in config and str(id(first.get_layer("shared"))) not in config
+    loaded = keras.models.load_model(path_1)
+    assert len([layer for layer in loaded.layers if isinstance(layer, keras.layers.Dense)]) == 1
+    x = np.random.default_rng(0).normal(size=(2, 4)).astype("float32")
+    np.testing.assert_allclose(loaded.predict([x, 2 * x], verbose=0), first.predict([x, 2 * x], verbose=0), rtol=1e-6)
+
+
+def test_keras_step_timings_are_blanked_and_other_numbers_kept():
+    text = "28/28 - 1s - 33ms/step - accuracy: 0.9123 - loss: 0.25\nEpoch 2/5 took 12.5s total\n"
+    cleaned = records._STEP_TIMES.sub("<time>", text)
+    assert cleaned == "28/28 - <time> - <time> - accuracy: 0.9123 - loss: 0.25\nEpoch 2/5 took <time> total\n"
+    assert records._STEP_TIMES.sub("<time>", "layer_2s x3s") == "layer_2s x3s"
+
+
 def test_json_and_csv_are_written_the_same_way_every_time(tmp_path):
     import pandas as pd
 

@@ -48,10 +48,27 @@ def write_csv(table: pd.DataFrame, path: str | os.PathLike) -> Path:
     return path
 
 
+def _renumber_shared_objects(config):
+    """Keras marks objects used in several places with ``shared_object_id`` = their memory address (different in
+    every process); number them 1, 2, ... in order of appearance instead (only equality matters on loading)."""
+    numbers: dict = {}
+
+    def walk(node):
+        if isinstance(node, dict):
+            return {key: (numbers.setdefault(value, len(numbers) + 1) if key == "shared_object_id" else walk(value))
+                    for key, value in node.items()}
+        if isinstance(node, list):
+            return [walk(item) for item in node]
+        return node
+
+    return walk(config)
+
+
 def save_model(model, path: str | os.PathLike) -> Path:
     """``model.save(path)`` (a ``.keras`` archive), then rewritten so the same model always gives the same bytes:
-    every zip entry dated 1980-01-01 and no save date in ``metadata.json`` (Keras stamps both with the time of
-    saving, which changed every downstream hash in ``dvc.lock`` on each run)."""
+    every zip entry dated 1980-01-01, no save date in ``metadata.json``, and shared-object ids numbered instead of
+    being memory addresses (Keras writes the time of saving and ``id()`` values, which changed every downstream
+    hash in ``dvc.lock`` on each run)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model.save(path)
@@ -64,6 +81,8 @@ def save_model(model, path: str | os.PathLike) -> Path:
                 metadata = json.loads(content)
                 metadata.pop("date_saved", None)
                 content = json.dumps(metadata, sort_keys=True).encode()
+            elif info.filename == "config.json":
+                content = json.dumps(_renumber_shared_objects(json.loads(content))).encode()
             fixed = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
             fixed.compress_type, fixed.external_attr = info.compress_type, info.external_attr
             archive.writestr(fixed, content)
@@ -77,6 +96,8 @@ _VOLATILE_LINES = re.compile(r"^(?:[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\]
                              r"|WARNING: All log messages before absl::InitializeLog\(\) is called.*"
                              r"|WARNING:tensorflow:.*triggered tf\.function retracing.*)$", re.M)
 _ADDRESS = re.compile(r"0x[0-9a-f]{6,}")
+# Keras progress lines: "28/28 - 1s - 33ms/step - accuracy: ..." (the numbers after the timings stay)
+_STEP_TIMES = re.compile(r"(?<![\w.])(?:\d+(?:\.\d+)?(?:ms|us|µs|s)(?:/step)?)(?= |$)", re.M)
 _TIMING_KEYS = ("start_time", "end_time", "duration")
 
 
@@ -95,6 +116,7 @@ def normalize_executed_notebook(path: str | os.PathLike, root: str | os.PathLike
     def clean(text: str) -> str:
         text = _VOLATILE_LINES.sub("", text)
         text = re.sub(r"\n{2,}", "\n", text).lstrip("\n")
+        text = _STEP_TIMES.sub("<time>", text)
         return _ADDRESS.sub("0x...", text.replace(root, ""))
 
     for cell in notebook.get("cells", []):

@@ -112,8 +112,8 @@ def pruning_metrics(result: training.TrainResult, splits: data.Splits, table: pd
 def save_pruning(table: pd.DataFrame, latency: pd.DataFrame, example: surgery.PruneResult, metrics: dict,
                  dataset: str, results_dir=None) -> dict:
     """metrics.json, tradeoff.csv, report.csv (the per-group report of ``example``), accuracy_vs_macs.png: the
-    same bytes on a rerun (committed); latency.csv and latency.png: wall-clock, different on every run (DVC-cached,
-    not committed; the committed speed figures come from ``benchmarks/bench_pruning.py``)."""
+    same bytes on a rerun (committed); latency.csv and latency.png: wall-clock, different on every run (neither
+    committed nor declared to DVC; the committed speed figures come from ``benchmarks/bench_pruning.py``)."""
     out = paths.stage_results_dir("pruning", dataset, results_dir)
     written = {"metrics": records.write_json(metrics, out / "metrics.json"),
                "tradeoff": records.write_csv(table, out / "tradeoff.csv"),

@@ -7,8 +7,10 @@ mask of its own class, scaled by ``1 / (1 - rate)``. Before the first refresh th
 dropout (a fresh Bernoulli(1 - rate) mask per sample), as the original did.
 
 **How the labels reach the layer.** The layer takes two inputs, ``NSDropout(...)([h, mask_class])``:
-``h`` is ``(batch, units)`` and ``mask_class`` is ``(batch,)`` integers, the class whose mask each sample gets
-(``-1``: no class mask, the identity). A model using it therefore has the inputs ``[x, mask_class]`` and is
+``h`` is ``(batch, units)`` and ``mask_class`` is ``(batch,)`` integer classes, the class whose mask each sample gets
+(``-1``: no class mask, the identity). Give the model's class input a float dtype (``keras.Input(())``): an int
+input would truncate a class of 1.7 to 1 before the layer sees it; inside compiled calls a class outside
+``[-1, num_classes)``, not an integer or NaN makes that sample's output NaN (eager calls raise). A model using it therefore has the inputs ``[x, mask_class]`` and is
 trained with ``model.fit([x, y], y)``: the true label routes the training mask. At inference the label is NOT
 available, so inference goes through :class:`NSDropoutPredictor`, which fills ``mask_class`` itself:
 
