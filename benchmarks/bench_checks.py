@@ -5,7 +5,7 @@ Inside ``fit`` / ``predict`` a mask value outside [0, 1] (NeuronMask) or a class
 into NaN. Target: <= 2 % of a train step. Two models, one step each on a batch of 128 (mnist_5k-sized inputs,
 Adam, XLA where Keras uses it), the two variants built and timed side by side, interleaved, medians compared.
 
-    python benchmarks/bench_checks.py [--rounds 200]
+    python benchmarks/bench_checks.py [--rounds 1000]
 
 Writes results/benchmarks/checks.json.
 """
@@ -58,7 +58,7 @@ def step_ms(builders: dict, inputs, y, rounds: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=128)
     args = parser.parse_args()
     rng = np.random.default_rng(0)

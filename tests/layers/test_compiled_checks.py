@@ -98,3 +98,20 @@ def test_the_checks_can_be_measured_off_and_then_let_wrong_values_through():
     model = dropout_model()  # the switch is read when a call is traced: a new model traces anew
     model.get_layer("dropout").set_class_masks(np.ones((3, 5), "float32"))
     assert np.isnan(model.predict([x, np.array([7.0], "float32")], verbose=0)).all()
+
+
+def test_the_mask_check_leaves_gradients_through_a_learned_mask_finite():
+    """The value check must not add a gradient: masks exactly 0 or 1 (where the check's square root has an
+    infinite slope) still give finite gradients, equal to those of the plain product."""
+    import tensorflow as tf
+
+    from masklab.layers import NeuronMask
+
+    h = tf.constant(np.random.default_rng(0).normal(size=(4, 5)).astype("float32"))
+    gates = tf.Variable(np.array([[0, 1, 0.5, 1, 0]] * 4, np.float32))
+    layer = NeuronMask()
+    with tf.GradientTape() as tape:
+        out = tf.reduce_sum(layer([h, gates]) ** 2)
+    grad = tape.gradient(out, gates).numpy()
+    assert np.isfinite(grad).all()
+    np.testing.assert_allclose(grad, 2 * h.numpy() ** 2 * gates.numpy(), rtol=1e-6)

@@ -89,8 +89,10 @@ def validate_mask(mask, units: int, batch_size: int | None = None, what: str = "
 def invalid_mask_poison(mask):
     """``(batch,)``: NaN for mask rows holding a value outside [0, 1] or NaN, 0 elsewhere (added to the outputs,
     it makes an invalid mask visible inside compiled calls, on every backend)."""
-    bad_row = ops.logical_not(ops.all(ops.logical_and(mask >= 0, mask <= 1), axis=-1))  # NaN fails both
-    return ops.where(bad_row, ops.cast(float("nan"), mask.dtype), ops.cast(0.0, mask.dtype))
+    # m - m^2 >= 0 exactly for m in [0, 1]: its square root is NaN for any other value (and for NaN), and a sum
+    # keeps a NaN (IEEE), so 0 * sum is 0 for a valid row and NaN otherwise: one fused pass, no comparisons
+    # (no gradient: the square root's slope is infinite at 0 and 1, and the check is not part of the model)
+    return ops.stop_gradient(0.0 * ops.sum(ops.sqrt(mask - mask * mask), axis=-1))
 
 
 def _concrete(value):
@@ -110,7 +112,9 @@ class NeuronMask(keras.layers.Layer):
     Two ways to give the mask:
 
     * **as a second input** (functional API): ``h = NeuronMask()([h, masks])`` with ``masks`` of shape
-      ``(batch, units)`` (one mask per input) or ``(1, units)`` (one shared mask);
+      ``(batch, units)`` (one mask per input) or ``(1, units)`` (one shared mask, in a direct call). Keras'
+      ``predict`` / ``fit`` need one row per sample in every input: share one mask there with
+      ``np.broadcast_to(mask, (len(x), units))``. No variable is created in this mode;
     * **stored**: ``h = NeuronMask()(h)`` multiplies by a non-trainable ``(units,)`` variable, all ones unless
       ``initial_mask`` is given. ``layer.set_mask(m)`` assigns it: the next call uses it, with no recompiling
       and no retracing of a compiled function. Works inside ``Sequential``.
@@ -138,6 +142,7 @@ class NeuronMask(keras.layers.Layer):
         self.initial_mask = initial_mask
         self.units = None
         self.stored_mask = None
+        self.uses_input_mask = False
 
     def build(self, input_shape):
         uses_input_mask = isinstance(input_shape, (list, tuple)) and len(input_shape) == 2 and \
@@ -155,6 +160,12 @@ class NeuronMask(keras.layers.Layer):
         if self.initial_mask is not None and self.initial_mask.shape[0] != self.units:
             raise ValueError(f"initial_mask has {self.initial_mask.shape[0]} units but the layer's input has "
                              f"{self.units}. Received: input_shape={input_shape}")
+        if uses_input_mask and self.initial_mask is not None:
+            raise ValueError(f"NeuronMask {self.name!r} takes its mask as an input here, so initial_mask would never "
+                             f"be used: pass one or the other. Received: initial_mask and input_shape={input_shape}")
+        self.uses_input_mask = uses_input_mask
+        if uses_input_mask:  # no stored variable: it would never be read (and would show up in summary())
+            return
         initializer = (keras.initializers.Constant(self.initial_mask) if self.initial_mask is not None
                        else keras.initializers.Ones())
         self.stored_mask = self.add_weight(name="mask", shape=(self.units,), initializer=initializer, trainable=False)
@@ -174,10 +185,16 @@ class NeuronMask(keras.layers.Layer):
             expand = (ops.shape(mask)[0],) + (1,) * (len(x.shape) - 2)
             out = x * ops.reshape(mask, expand + (self.units,))
             return out if poison is None else out + ops.reshape(poison, expand + (1,))
+        if self.stored_mask is None:
+            raise ValueError(f"NeuronMask {self.name!r} was built to take its mask as an input ([x, masks]), so it "
+                             f"has no stored mask. Received: a call with x alone")
         return inputs * ops.cast(self.stored_mask, inputs.dtype)
 
     def set_mask(self, mask) -> None:
         """Assign the stored KEEP mask, shape ``(units,)`` or ``(1, units)``; used from the next call on."""
+        if getattr(self, "uses_input_mask", False):
+            raise ValueError(f"NeuronMask {self.name!r} takes its mask as an input ([x, masks]): pass the masks with "
+                             f"the inputs instead. Received: set_mask on a layer without a stored mask")
         if self.stored_mask is None:
             raise ValueError(f"Layer {self.name!r} is not built yet: call it on an input (or build the model) "
                              f"before set_mask, or pass initial_mask.")
@@ -186,7 +203,7 @@ class NeuronMask(keras.layers.Layer):
 
     def clear_mask(self) -> None:
         """Keep every unit again (stored mask of ones)."""
-        if self.stored_mask is None:
+        if self.stored_mask is None and not self.uses_input_mask:
             raise ValueError(f"Layer {self.name!r} is not built yet: call it on an input (or build the model) "
                              f"before clear_mask.")
         self.set_mask(np.ones(self.units, dtype=np.float32))
