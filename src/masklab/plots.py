@@ -272,3 +272,93 @@ def latency_vs_macs(table: pd.DataFrame, path: str | os.PathLike, *, title: str 
     fig.tight_layout()
     save_figure(fig, path)
     return fig
+
+
+def ablation_by_randomization(table: pd.DataFrame, path: str | os.PathLike, *, title: str = "") -> plt.Figure:
+    """Morcos et al.'s figure: training accuracy vs the fraction of units ablated at random (both hidden layers),
+    one line per share of randomized training labels, a 95 % bootstrap band over seeds and repeats.
+    ``table``: ``masklab.experiments.unit_importance.memorization_experiment``'s curves."""
+    sns.set_theme(style="whitegrid")
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    shown = table.assign(randomized=table["randomized"].map(lambda r: f"{r:.0%}"))
+    sns.lineplot(data=shown, x="fraction", y="accuracy", hue="randomized", palette="viridis", marker="o",
+                 markersize=4, errorbar=("ci", 95), seed=0, ax=ax)
+    ax.set_xlabel("fraction of hidden units ablated (random, both layers)")
+    ax.set_ylabel("training accuracy (own labels)")
+    ax.set_ylim(0, 1.02)
+    ax.legend(title="labels randomized", fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return fig
+
+
+def selectivity_vs_importance(tables, path: str | os.PathLike, *, title: str = "") -> plt.Figure:
+    """Left: MLP units (clean labels), selectivity vs overall accuracy drop when ablated alone (Morcos et al.).
+    Middle / right: CNN units, selectivity vs the overall drop and vs the largest single-class drop (Zhou et al.).
+    ``tables``: ``(mlp units, cnn units)`` of ``masklab.experiments.unit_importance``."""
+    mlp, cnn = tables
+    sns.set_theme(style="whitegrid")
+    fig, axes = plt.subplots(1, 3, figsize=(13.5, 4.0), sharex=True)
+    clean = mlp[mlp["randomized"] == 0]
+    sns.scatterplot(data=clean, x="selectivity", y="accuracy_drop", hue="layer", s=10, alpha=0.6, ax=axes[0])
+    axes[0].set_title("MLP (clean labels, training set)", fontsize=9)
+    for ax, column, label in ((axes[1], "accuracy_drop", "overall"), (axes[2], "max_class_drop", "largest class")):
+        sns.scatterplot(data=cnn, x="selectivity", y=column, hue="layer", s=10, alpha=0.6, ax=ax)
+        ax.set_title(f"seed 004's CNN (test split): {label} drop", fontsize=9)
+    for ax in axes:
+        ax.set_xlabel("class selectivity")
+        ax.set_ylabel("accuracy drop when ablated alone")
+        ax.axhline(0, color="grey", linewidth=0.8)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return fig
+
+
+def class_drop_heatmap(table: pd.DataFrame, path: str | os.PathLike, *, title: str = "",
+                       max_units: int = 64) -> plt.Figure:
+    """Units x classes: the drop of each class's accuracy when one unit is ablated, one panel per layer, units
+    sorted by selectivity (top: most selective; at most ``max_units`` per layer, the most selective).
+    ``table``: per-unit effects (``drop_class_<c>`` columns) of one network."""
+    layers = list(dict.fromkeys(table["layer"]))
+    columns = [c for c in table.columns if c.startswith("drop_class_")]
+    sns.set_theme(style="white")
+    fig, axes = plt.subplots(1, len(layers), figsize=(5.5 * len(layers), 7.5), squeeze=False)
+    limit = max(float(table[columns].abs().max().max()), 1e-6)
+    for ax, layer in zip(axes[0], layers):
+        rows = table[table["layer"] == layer].sort_values("selectivity", ascending=False, kind="stable").head(max_units)
+        matrix = rows[columns].to_numpy()
+        sns.heatmap(matrix, cmap="vlag", vmin=-limit, vmax=limit, center=0, ax=ax,
+                    xticklabels=[c.removeprefix("drop_class_") for c in columns],
+                    yticklabels=[f"{u} ({s:.2f})" for u, s in zip(rows["unit"], rows["selectivity"])],
+                    cbar_kws={"label": "class accuracy drop"})
+        ax.tick_params(axis="y", labelsize=5)
+        ax.set_xlabel("class")
+        ax.set_ylabel("unit (selectivity)")
+        ax.set_title(layer, fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return fig
+
+
+def class_targeted_ablation(table: pd.DataFrame, path: str | os.PathLike, *, title: str = "") -> plt.Figure:
+    """Bau et al.'s experiment: per class, the accuracy drop of that class and of all other classes when the
+    class's most important units are ablated; one panel per layer, bars averaged over seeds (95 % interval).
+    ``table``: ``masklab.experiments.unit_importance.class_targeted_ablation`` rows."""
+    tidy = table.melt(id_vars=["layer", "target_class", "seed"], value_vars=["target_drop", "rest_drop"],
+                      var_name="measured on", value_name="accuracy drop")
+    tidy["measured on"] = tidy["measured on"].map({"target_drop": "that class", "rest_drop": "other classes"})
+    sns.set_theme(style="whitegrid")
+    grid = sns.catplot(data=tidy, x="target_class", y="accuracy drop", hue="measured on", col="layer", kind="bar",
+                       errorbar=("ci", 95), seed=0, height=3.6, aspect=1.4)
+    grid.set_axis_labels("class whose top units are ablated", "test accuracy drop")
+    if title:
+        grid.figure.suptitle(title, y=1.03, fontsize=10)
+    save_figure(grid.figure, path)
+    return grid.figure

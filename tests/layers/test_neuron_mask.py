@@ -195,3 +195,27 @@ def test_config_round_trip():
     clone = NeuronMask.from_config(layer.get_config())
     np.testing.assert_array_equal(clone.initial_mask, [1, 0, 1, 1])
     assert clone.name == "m"
+
+
+def test_input_mask_mode_has_no_variable_and_a_shared_mask_works_in_predict_and_fit(rng):
+    """A mask given as an input needs no stored variable; Keras' predict / fit want one row per sample in every
+    input, so a shared (1, units) mask goes in as a broadcast view (and the layer's own errors say what to do)."""
+    keras.utils.set_random_seed(0)
+    x_in, m_in = keras.Input((6,)), keras.Input((4,))
+    hidden = keras.layers.Dense(4, activation="relu", name="hidden")(x_in)
+    masked = NeuronMask(name="mask")([hidden, m_in])
+    model = keras.Model([x_in, m_in], keras.layers.Dense(2, name="out")(masked))
+    assert model.get_layer("mask").weights == [] and model.count_params() == 6 * 4 + 4 + 4 * 2 + 2
+    x = rng.normal(size=(12, 6)).astype("float32")
+    shared = np.array([[1, 0, 1, 0]], np.float32)
+    got = model.predict([x, np.broadcast_to(shared, (12, 4))], verbose=0)
+    w1, b1 = model.get_layer("hidden").get_weights()
+    w2, b2 = model.get_layer("out").get_weights()
+    np.testing.assert_allclose(got, (np.maximum(x @ w1 + b1, 0) * shared) @ w2 + b2, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(model([x, shared]), got, rtol=1e-5, atol=1e-5)  # direct call: (1, units) broadcasts
+    model.compile("adam", "mse")
+    model.fit([x, np.broadcast_to(shared, (12, 4))], np.zeros((12, 2)), epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="takes its mask as an input"):
+        model.get_layer("mask").set_mask(np.ones(4))
+    with pytest.raises(ValueError, match="takes its mask as an input"):
+        model.get_layer("mask").clear_mask()

@@ -84,6 +84,35 @@ def test_neuron_masks_notebook_runs_on_the_baseline_model(prepared_mnist_5k, tin
 
 
 @pytest.mark.slow
+def test_unit_importance_notebook_checks_both_papers_on_tiny_networks(prepared_mnist_5k, tmp_path):
+    data_dir, splits = prepared_mnist_5k
+    run_notebook("21-unit-importance.ipynb", tmp_path, dataset="mnist_5k", randomized="0,1.0", seeds="0,1",
+                 hidden_units=32, max_epochs=2, n_fractions=3, repeats=2, cnn_layers="conv_2", cnn_epochs=1,
+                 top_fraction=0.05, data_dir=str(data_dir), results_dir=str(tmp_path / "results"))
+    out = tmp_path / "results"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["verdicts"]) == {"morcos_memorizing_networks_rely_more_on_single_directions",
+                                        "morcos_selectivity_poor_predictor_of_importance",
+                                        "zhou_single_units_barely_move_overall_accuracy_but_hurt_classes",
+                                        "zhou_selectivity_predicts_class_drops",
+                                        "bau_class_targeted_ablation_hurts_that_class"}
+    assert all(isinstance(v["holds_here"], bool) for v in metrics["verdicts"].values())
+    curves = pd.read_csv(out / "ablation_by_randomization.csv")
+    assert set(curves.randomized) == {0.0, 1.0} and set(curves.seed) == {0, 1}
+    # nothing ablated: the accuracy of each network on its own training labels, recorded when it was trained
+    intact = curves[curves.fraction == 0].groupby(["randomized", "seed"]).accuracy.first()
+    for net in metrics["mlp_networks"]:
+        assert intact[(net["randomized"], net["seed"])] == pytest.approx(net["train_accuracy"], abs=1e-6)
+    cnn = pd.read_csv(out / "cnn_units.csv")
+    assert len(cnn) == 2 * 64 and cnn.selectivity.between(0, 1).all()
+    targeted = pd.read_csv(out / "class_targeted.csv")
+    assert len(targeted) == 2 * splits.num_classes
+    for name in ("ablation_by_randomization", "selectivity_vs_importance", "class_drop_heatmap",
+                 "class_targeted_ablation"):
+        assert (out / f"{name}.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
 def test_sparse_pathways_notebook_keeps_absent_connections_at_zero(tmp_path):
     run_notebook("30-sparse-connectivity.ipynb", tmp_path, n_genes=400, n_pathways=20, density=0.05, n_causal=2,
                  n_train=300, n_val=100, n_test=200, epochs=2, seed=0, results_dir=str(tmp_path / "results"))
