@@ -359,3 +359,11 @@ def test_shared_layers_and_bad_combinations_are_refused(resnet):
     with pytest.raises(ValueError, match=r"\[0, 4\).*\[9\]"):
         ablation.predict_with_masks(resnet, "conv_a", x, np.ones((1, 5)), reduce="accuracy", y=[0, 9])
     assert isinstance(ablation.single_unit_ablation(resnet, "conv_a", x, [0, 1]), pd.DataFrame)
+
+
+def test_xla_compiled_ablation_equals_the_graph_one(resnet):
+    x = rng(27).normal(size=(6, 8, 8, 2)).astype("float32")
+    masks = (rng(28).random((3, 7)) > 0.5).astype("float32")
+    graph = ablation.predict_with_masks(resnet, "dense", x, masks)
+    xla = ablation.predict_with_masks(resnet, "dense", x, masks, jit_compile=True)
+    np.testing.assert_allclose(xla, graph, rtol=1e-5, atol=1e-5)

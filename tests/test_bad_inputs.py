@@ -218,6 +218,11 @@ CASES = [
     Case("predict_with_masks/output layer single unit reduce", lambda: ablation.predict_with_masks(
         keras.Sequential([L.Input((6,)), L.Dense(4, name="h"), L.Dense(1)]), "h", X, np.ones((1, 4)),
         reduce="agreement"), "reduce", r"\(None, 1\)"),
+    Case("predict_with_masks/jit_compile", lambda: ablation.predict_with_masks(MODEL, "hidden", X, ONES,
+                                                                             jit_compile="yes"),
+         "jit_compile", "'yes'"),
+    Case("predict_with_masks/replacement extra layer", lambda: ablation.predict_with_masks(
+        MODEL, "hidden", X, ONES, replacement={"hidden": "zero", "out": "zero"}), "replacement", "'out'"),
     Case("single_unit_ablation/y None", lambda: ablation.single_unit_ablation(MODEL, "hidden", X, None), "y", "None"),
     Case("single_unit_ablation/y NaN", lambda: ablation.single_unit_ablation(MODEL, "hidden", X, Y + NAN), "y",
          "float"),

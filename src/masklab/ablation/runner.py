@@ -54,12 +54,6 @@ class Target:
     def name(self) -> str:
         return self.layer.name
 
-    def broadcast_shape(self, rows: int) -> tuple:
-        """``(rows, 1, ..., units, ..., 1)``: a (rows, units) mask reshaped onto this layer's output."""
-        shape = [rows] + [1] * len(self.shape)
-        shape[self.axis] = self.units
-        return tuple(shape)
-
 
 def _count_calls(model, layer_ids: set[int], counts: dict[int, int], times: int = 1) -> None:
     graph = functional_graph(model)
@@ -132,28 +126,37 @@ class AblationRunner:
     ``modes``: per target, ``"zero"``, ``"constant"`` (a replacement of the target's per-sample shape or
     ``(units,)`` broadcast, given once) or ``"per_sample"`` (a replacement per input, e.g. resample ablation).
     ``argmax=True`` returns the predicted classes ``(k, n)`` of the first output instead of the outputs.
+    ``jit_compile=True`` compiles with XLA (TensorFlow backend): faster for dense tails on CPU (the mask product
+    fuses with what follows), often slower for convolutions, and each new chunk shape compiles again.
     """
 
-    def __init__(self, model, targets: list[Target], modes: list[str], argmax: bool = False):
+    def __init__(self, model, targets: list[Target], modes: list[str], argmax: bool = False,
+                 jit_compile: bool = False):
         self.model, self.targets, self.modes, self.argmax = model, targets, modes, argmax
+        self.jit_compile = jit_compile
         self._positions = {id(t.layer): i for i, t in enumerate(targets)}
         self._compiled: dict = {}
 
     # --- the graph walk -------------------------------------------------------------------------------------
     def _ablate(self, index: int, value, expanded: bool, k: int, n: int, masks, replacements):
+        """``h * m + (1 - m) * r`` for every (mask, input) pair, computed by broadcasting in a ``(k, n, ...)``
+        layout (no repeated copy of the masks or of ``h`` is materialized), returned as ``(k * n, ...)``."""
         target, mode = self.targets[index], self.modes[index]
         if masks is None:  # capture mode: nothing ablated
             return value, expanded
-        if not expanded:
-            value = _tile(value, k)
-        mask = ops.cast(ops.reshape(ops.repeat(masks[index], n, axis=0), target.broadcast_shape(k * n)),
-                        value.dtype)
+        per_sample = tuple(value.shape[1:])
+        grid = ops.reshape(value, (k, n) + per_sample) if expanded else value[None]
+        mask_shape = [k, 1] + [1] * len(per_sample)
+        mask_shape[target.axis + 1] = target.units
+        mask = ops.reshape(ops.cast(masks[index], value.dtype), tuple(mask_shape))
         if mode == "zero":
-            return value * mask, True
-        replacement = ops.cast(replacements[index], value.dtype)
-        if mode == "per_sample":
-            replacement = _tile(replacement, k)
-        return value * mask + (1.0 - mask) * replacement, True
+            out = grid * mask
+        else:
+            replacement = ops.cast(replacements[index], value.dtype)
+            if mode == "per_sample":
+                replacement = replacement[None]  # (1, n, ...): the same drawn value for every ablation
+            out = grid * mask + (1.0 - mask) * replacement
+        return ops.reshape(out, (k * n,) + per_sample), True
 
     def _run(self, model, inputs: list, expanded_in: list[bool], k: int, n: int, masks, replacements,
              captured: dict):
@@ -204,7 +207,7 @@ class AblationRunner:
             if keras.config.backend() == "tensorflow":
                 import tensorflow as tf
 
-                self._compiled[key] = tf.function(self._forward, autograph=False)
+                self._compiled[key] = tf.function(self._forward, autograph=False, jit_compile=self.jit_compile)
             else:  # other backends run the same ops eagerly
                 self._compiled[key] = self._forward
         return self._compiled[key]
