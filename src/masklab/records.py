@@ -94,7 +94,10 @@ def save_model(model, path: str | os.PathLike) -> Path:
 # lines (timestamps, thread ids), absl's preamble, tf.function retracing warnings, memory addresses.
 _VOLATILE_LINES = re.compile(r"^(?:[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\] .*"
                              r"|WARNING: All log messages before absl::InitializeLog\(\) is called.*"
-                             r"|WARNING:tensorflow:.*triggered tf\.function retracing.*)$", re.M)
+                             r"|WARNING:tensorflow:.*triggered tf\.function retracing.*"
+                             # TensorFlow's start-up notes: they name this machine's CPU features
+                             r"|To enable the following instructions: .* rebuild TensorFlow with .*"
+                             r"|.*oneDNN custom operations are on.*)$", re.M)
 _ADDRESS = re.compile(r"0x[0-9a-f]{6,}")
 # Keras progress lines: "28/28 - 1s - 33ms/step - accuracy: ..." (the numbers after the timings stay)
 _STEP_TIMES = re.compile(r"(?<![\w.])(?:\d+(?:\.\d+)?(?:ms|us|µs|s)(?:/step)?)(?= |$)", re.M)

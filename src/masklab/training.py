@@ -59,6 +59,26 @@ def describe_device() -> str:
     return backend
 
 
+def describe_device() -> str:
+    """The accelerator the backend will use, e.g. ``"tensorflow:GPU x1"`` or ``"jax:cpu"``."""
+    backend = keras.config.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        return f"tensorflow:GPU x{len(gpus)}" if gpus else "tensorflow:CPU"
+    if backend == "jax":
+        import jax
+
+        devices = jax.devices()
+        return f"jax:{devices[0].platform} x{len(devices)}"
+    if backend == "torch":
+        import torch
+
+        return f"torch:cuda x{torch.cuda.device_count()}" if torch.cuda.is_available() else "torch:cpu"
+    return backend
+
+
 class BestEpoch(keras.callbacks.Callback):
     """Remember the weights of the epoch with the best ``monitor`` value and restore them when training ends.
 
@@ -163,7 +183,10 @@ def train(
     if loss == "sparse_categorical_crossentropy" and len(getattr(model, "outputs", None) or []) == 1:
         for what, data in (("train_data", train_data), ("val_data", val_data)):
             _check_class_labels(data, int(model.outputs[0].shape[-1]), what)
-    best = BestEpoch(monitor, restore=restore_best)
+    # Keras' EarlyStopping with a patience it never reaches: it only tracks the best epoch (ties: the earliest)
+    # and restores its weights when training ends.
+    best = keras.callbacks.EarlyStopping(monitor=monitor, mode="min" if "loss" in monitor else "max",
+                                         patience=epochs + 1, restore_best_weights=restore_best)
     all_callbacks = [best, keras.callbacks.TerminateOnNaN(), *callbacks]
     if log_dir is not None:
         all_callbacks.append(keras.callbacks.TensorBoard(log_dir=str(log_dir)))
@@ -179,9 +202,13 @@ def train(
                          f"(training stopped there). Causes: NaN / infinite inputs, a learning rate too high, or "
                          f"invalid values reaching a NeuronMask (outside [0, 1]) or an NSDropout (a class outside "
                          f"[-1, num_classes) or not an integer), which make their samples NaN on purpose.")
+    if monitor not in history:
+        raise ValueError(f"monitor {monitor!r} is not among the metrics fit logged: {sorted(history)}. Received: "
+                         f"monitor={monitor!r}")
     history.insert(0, "epoch", np.arange(1, len(history) + 1))
-    history["is_best"] = history["epoch"] == best.best_epoch
-    return TrainResult(model, history, best.best_epoch, best.best_value, monitor, describe_device())
+    best_epoch = best.best_epoch + 1
+    history["is_best"] = history["epoch"] == best_epoch
+    return TrainResult(model, history, best_epoch, float(best.best), monitor, describe_device())
 
 
 def _check_data(data, what: str):
