@@ -142,3 +142,19 @@ def test_recalibrate_batchnorm_averages_the_batch_statistics():
     for before, after in zip(weights_before, model.get_layer("dense").get_weights()):
         np.testing.assert_array_equal(before, after)
     assert training.recalibrate_batchnorm(models.mlp(4, 3, 2), x) == 0
+
+
+def test_tensorboard_log_dir_gets_train_and_val_scalars_per_epoch(tiny_problem, tmp_path):
+    import tensorflow as tf
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train_data, val_data = tiny_problem
+    result = training.train(build, train_data, val_data, epochs=3, batch_size=32, seed=0, verbose=0,
+                            log_dir=tmp_path / "logs")
+    for split, column in (("train", "loss"), ("validation", "val_loss")):
+        events = EventAccumulator(str(tmp_path / "logs" / split), size_guidance={"tensors": 0})
+        events.Reload()
+        values = {tag: [float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors(tag)]
+                  for tag in events.Tags()["tensors"] if tag.startswith("epoch_")}
+        assert "epoch_loss" in values and "epoch_accuracy" in values, f"{split}: {sorted(values)}"
+        np.testing.assert_allclose(values["epoch_loss"], result.history[column], rtol=1e-5)
