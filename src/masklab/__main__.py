@@ -1,6 +1,8 @@
-"""Command line: ``python -m masklab prepare <dataset>`` (the ``prepare`` DVC stage) and
-``python -m masklab normalize-notebook <executed.ipynb>`` (run after papermill by every notebook stage, so that
-the executed notebook DVC hashes comes out the same on every run: see ``masklab.records``).
+"""Command line: ``python -m masklab prepare <dataset>`` (the ``prepare`` DVC stage),
+``python -m masklab run-notebook <stage> [<dataset>]`` (every notebook stage: its ``params.yaml`` section to
+papermill, noise filtered, the executed notebook normalized; see ``masklab.pipeline``) and
+``python -m masklab normalize-notebook <executed.ipynb>`` (so that the executed notebook DVC hashes comes out the
+same on every run: see ``masklab.records``).
 
 ``prepare`` reads ``data.<dataset>`` from ``params.yaml``: ``seed`` and ``val_size`` always, ``test_size`` for a
 dataset without an official test set (``mnist_5k``) and only then, optional ``train_size``, and optional
@@ -101,7 +103,20 @@ def main(argv=None) -> int:
     p.add_argument("dataset", choices=data.DATASETS)
     n = sub.add_parser("normalize-notebook", help="strip timings and log noise from a notebook papermill executed")
     n.add_argument("notebook", type=Path)
+    r = sub.add_parser("run-notebook", help="execute a stage's notebook with its params.yaml section")
+    r.add_argument("stage")
+    r.add_argument("dataset", nargs="?")
     args = parser.parse_args(argv)
+    if args.command == "run-notebook":
+        from masklab import pipeline
+
+        try:
+            path = pipeline.run_notebook(args.stage, args.dataset)
+        except pipeline.StageError as exc:
+            print(f"python -m masklab run-notebook: error: {exc}", file=sys.stderr)
+            return 1
+        print(f"wrote {path}")
+        return 0
     if args.command == "normalize-notebook":
         if not args.notebook.is_file():
             print(f"python -m masklab normalize-notebook: error: {args.notebook} does not exist", file=sys.stderr)

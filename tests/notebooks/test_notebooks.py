@@ -86,8 +86,8 @@ def test_neuron_masks_notebook_runs_on_the_baseline_model(prepared_mnist_5k, tin
 @pytest.mark.slow
 def test_unit_importance_notebook_checks_both_papers_on_tiny_networks(prepared_mnist_5k, tmp_path):
     data_dir, splits = prepared_mnist_5k
-    run_notebook("21-unit-importance.ipynb", tmp_path, dataset="mnist_5k", randomized="0,1.0", seeds="0,1",
-                 hidden_units=32, max_epochs=2, n_fractions=3, repeats=2, cnn_layers="conv_2", cnn_epochs=1,
+    run_notebook("21-unit-importance.ipynb", tmp_path, dataset="mnist_5k", randomized=[0.0, 1.0], seeds=[0, 1],
+                 hidden_units=32, max_epochs=2, n_fractions=3, repeats=2, cnn_layers=["conv_2"], cnn_epochs=1,
                  top_fraction=0.05, data_dir=str(data_dir), results_dir=str(tmp_path / "results"))
     out = tmp_path / "results"
     metrics = json.loads((out / "metrics.json").read_text())
@@ -135,7 +135,7 @@ def test_sparse_pathways_notebook_keeps_absent_connections_at_zero(tmp_path):
 def test_sparse_receptive_fields_notebook_sweeps_patch_sizes(prepared_mnist_5k, tmp_path):
     data_dir, splits = prepared_mnist_5k
     run_notebook("31-sparse-receptive-fields.ipynb", tmp_path, dataset="mnist_5k", hidden_units=16,
-                 patches="3,28", epochs=1, seed=0, data_dir=str(data_dir), results_dir=str(tmp_path / "results"))
+                 patches=[3, 28], epochs=1, seed=0, data_dir=str(data_dir), results_dir=str(tmp_path / "results"))
     metrics = json.loads((tmp_path / "results" / "metrics.json").read_text())
     assert metrics["off_mask_nonzero_weights"] == 0
     assert metrics["data"]["fingerprints"] == splits.summary()["fingerprints"]
@@ -153,7 +153,7 @@ def test_sparse_receptive_fields_notebook_sweeps_patch_sizes(prepared_mnist_5k, 
 @pytest.mark.slow
 def test_neuron_surgery_notebook_removes_units_exactly(prepared_mnist_5k, tmp_path):
     data_dir, splits = prepared_mnist_5k
-    run_notebook("40-neuron-surgery.ipynb", tmp_path, dataset="mnist_5k", epochs=1, counts="0,100,500", repeats=1,
+    run_notebook("40-neuron-surgery.ipynb", tmp_path, dataset="mnist_5k", epochs=1, counts=[0, 100, 500], repeats=1,
                  check_images=32, latency_batch=32, seed=0, data_dir=str(data_dir),
                  results_dir=str(tmp_path / "results"))
     metrics = json.loads((tmp_path / "results" / "metrics.json").read_text())
@@ -170,7 +170,7 @@ def test_neuron_surgery_notebook_removes_units_exactly(prepared_mnist_5k, tmp_pa
 @pytest.mark.slow
 def test_nsdropout_notebook_reproduces_and_corrects(prepared_mnist_5k, tmp_path):
     data_dir, splits = prepared_mnist_5k
-    run_notebook("50-nsdropout.ipynb", tmp_path, dataset="mnist_5k", epochs=6, pool_size=800, seeds="0,1",
+    run_notebook("50-nsdropout.ipynb", tmp_path, dataset="mnist_5k", epochs=6, pool_size=800, seeds=[0, 1],
                  curve_every=3, data_dir=str(data_dir), results_dir=str(tmp_path / "results"))
     metrics = json.loads((tmp_path / "results" / "metrics.json").read_text())
     sizes = {protocol: {name: s["size"] for name, s in parts.items()} for protocol, parts in metrics["splits"].items()}
@@ -199,8 +199,8 @@ def test_nsdropout_notebook_reproduces_and_corrects(prepared_mnist_5k, tmp_path)
 @pytest.mark.slow
 def test_pruning_notebook_prunes_exactly_and_fine_tunes(prepared_mnist_5k, tmp_path):
     data_dir, splits = prepared_mnist_5k
-    run_notebook("41-pruning.ipynb", tmp_path, dataset="mnist_5k", widths="4,8,8", epochs=1, fractions="0,0.5",
-                 criteria="l2,random", rank_samples=64, fine_tune_epochs=1, latency_batch=16, seed=0,
+    run_notebook("41-pruning.ipynb", tmp_path, dataset="mnist_5k", widths=[4, 8, 8], epochs=1, fractions=[0.0, 0.5],
+                 criteria=["l2", "random"], rank_samples=64, fine_tune_epochs=1, latency_batch=16, seed=0,
                  data_dir=str(data_dir), results_dir=str(tmp_path / "results"))
     metrics = json.loads((tmp_path / "results" / "metrics.json").read_text())
     assert metrics["max_relative_difference"] < 1e-4  # every pruned model equals its masked original
