@@ -207,6 +207,8 @@ def train_full_batch(kind: str, train: tuple[np.ndarray, np.ndarray], mask: tupl
             model.get_layer("dropout").set_class_masks(fixed_masks)
         fit_inputs = [x, route]
         callbacks.insert(0, NSDropoutRefresh((mask[0], mask_route)))
+    print(f"training {label or kind} (seed {seed}{', ' + mask_labels + ' mask labels' if kind == 'nsdropout' else ''}"
+          f"{', fixed masks' if fixed_masks is not None else ''}): {epochs} full-batch steps", flush=True)
     fit_full_batch(model, fit_inputs, y, epochs=epochs, callbacks=callbacks)
     return Run(model, monitor, label or kind)
 

@@ -23,7 +23,7 @@ def train_model(splits: data.Splits, *, widths, epochs: int, batch_size: int, le
     x_train = images(splits.train)
     return training.train(lambda: models.residual_cnn(x_train.shape[1:], splits.num_classes, widths=widths),
                           (x_train, splits.train.y), (images(splits.val), splits.val.y), epochs=epochs,
-                          batch_size=batch_size, learning_rate=learning_rate, seed=seed, verbose=0)
+                          batch_size=batch_size, learning_rate=learning_rate, seed=seed, verbose="epoch")
 
 
 def test_accuracy(model: keras.Model, splits: data.Splits) -> float:
@@ -72,6 +72,7 @@ def prune_sweep(model: keras.Model, splits: data.Splits, *, fractions, criteria,
             if fraction == 0:  # the unpruned control is the same for every criterion: computed once
                 rows += [dict(row, criterion=criterion) for row in control]
                 continue
+            print(f"pruning {fraction:.0%} of every group's channels by {criterion}", flush=True)
             result = surgery.prune(model, fraction, criterion, x=x_rank, seed=seed)
             rows += three_phases(result.model, dict(criterion=criterion, fraction=float(fraction),
                                                     macs=result.macs_after, params=result.params_after,

@@ -112,9 +112,11 @@ def trainable_parameters(model: keras.Model) -> int:
     return int(sum(np.prod(w.shape) for w in model.trainable_weights) - pinned)
 
 
-def _fit(build, train, val, *, epochs, batch_size, learning_rate, seed) -> training.TrainResult:
-    return training.train(build, train, val, epochs=epochs, batch_size=batch_size, seed=seed,
-                          learning_rate=learning_rate, verbose=0)
+def _fit(build, train, val, *, epochs, batch_size, learning_rate, seed, name: str = "") -> training.TrainResult:
+    result = training.train(build, train, val, epochs=epochs, batch_size=batch_size, seed=seed,
+                            learning_rate=learning_rate, verbose=0)
+    print(f"trained {name}: epoch {result.best_epoch} chosen, {result.monitor} {result.best_value:.4f}", flush=True)
+    return result
 
 
 def train_pathway_models(problem: PathwayProblem, *, activation: str, l2: float, epochs: int, batch_size: int,
@@ -132,7 +134,7 @@ def train_pathway_models(problem: PathwayProblem, *, activation: str, l2: float,
                                     **hidden),
     }
     return {name: _fit(build, problem.train, problem.val, epochs=epochs, batch_size=batch_size,
-                       learning_rate=learning_rate, seed=seed) for name, build in builders.items()}
+                       learning_rate=learning_rate, seed=seed, name=name) for name, build in builders.items()}
 
 
 def pathway_model_table(results: dict[str, training.TrainResult], problem: PathwayProblem) -> pd.DataFrame:
@@ -229,7 +231,7 @@ def receptive_field_sweep(splits: data.Splits, *, patches, hidden_units: int, ep
     rows, trained = [], {}
     for name, (kind, k, build) in configs.items():
         result = _fit(build, train, val, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                      seed=seed)
+                      seed=seed, name=name)
         hidden = result.model.get_layer("hidden_1")
         density = hidden.connectivity.density if isinstance(hidden, SparseDense) else 1.0
         rows.append({"model": name, "connectivity": kind, "patch": k, "density": density,

@@ -23,7 +23,7 @@ def train_cnn(splits: data.Splits, *, epochs: int, batch_size: int, learning_rat
     x_train = images(splits.train)
     return training.train(lambda: models.seed_cnn(x_train.shape[1:], splits.num_classes), (x_train, splits.train.y),
                           (images(splits.val), splits.val.y), epochs=epochs, batch_size=batch_size, seed=seed,
-                          learning_rate=learning_rate, verbose=0)
+                          learning_rate=learning_rate, verbose="epoch")
 
 
 def choose_units(model: keras.Model, layer: str, n: int, how: str, seed: int) -> np.ndarray:

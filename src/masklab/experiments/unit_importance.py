@@ -82,6 +82,8 @@ def memorization_experiment(splits: data.Splits, *, randomized, seeds, hidden_un
                 splits, fraction, seed, hidden_units=hidden_units, max_epochs=max_epochs,
                 target_accuracy=target_accuracy, batch_size=batch_size, learning_rate=learning_rate)
             x_train = data.to_inputs(splits.train.x)
+            print(f"MLP, {fraction:.0%} of the labels randomized, seed {seed}: {info['epochs']} epochs, training "
+                  f"accuracy {info['train_accuracy']:.4f}", flush=True)
             curve = ablation.ablation_curve(model, layers, x_train, y_train, fractions, strategies=["random"],
                                             repeats=repeats, seed=seed)
             curves.append(curve.assign(randomized=fraction, seed=seed))
@@ -170,6 +172,7 @@ def cnn_experiment(splits: data.Splits, *, seeds, layers, epochs: int, batch_siz
     for seed in seeds:
         result = train_cnn(splits, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed)
         model = result.model
+        print(f"CNN seed {seed}: epoch {result.best_epoch} chosen; single units of {layers} ablated", flush=True)
         networks.append(dict(seed=seed, best_epoch=result.best_epoch,
                              test_accuracy=training.evaluate(model, images(splits.test), splits.test.y)["accuracy"]))
         for layer in layers:
