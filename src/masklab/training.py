@@ -73,26 +73,6 @@ def describe_device() -> str:
     return backend
 
 
-def describe_device() -> str:
-    """The accelerator the backend will use, e.g. ``"tensorflow:GPU x1"`` or ``"jax:cpu"``."""
-    backend = keras.config.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        gpus = tf.config.list_physical_devices("GPU")
-        return f"tensorflow:GPU x{len(gpus)}" if gpus else "tensorflow:CPU"
-    if backend == "jax":
-        import jax
-
-        devices = jax.devices()
-        return f"jax:{devices[0].platform} x{len(devices)}"
-    if backend == "torch":
-        import torch
-
-        return f"torch:cuda x{torch.cuda.device_count()}" if torch.cuda.is_available() else "torch:cpu"
-    return backend
-
-
 class BestEpoch(keras.callbacks.Callback):
     """Remember the weights of the epoch with the best ``monitor`` value and restore them when training ends.
 
