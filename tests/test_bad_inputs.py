@@ -44,6 +44,14 @@ def attention():
 
 
 MODEL, ATTENTION = mlp(), attention()
+
+
+def tokens():
+    ids = L.Input((5,), dtype="int32")
+    return keras.Model(ids, L.Dense(2)(L.GlobalAveragePooling1D()(L.Embedding(9, 4, name="emb")(ids))))
+
+
+TOKENS = tokens()
 NSD = models.dropout_mlp(6, (5,), 3, rate=0.4, refresh="epoch", seed=0)
 X = np.random.default_rng(0).normal(size=(10, 6)).astype("float32")
 Y = np.arange(10) % 3
@@ -223,6 +231,8 @@ CASES = [
          "jit_compile", "'yes'"),
     Case("predict_with_masks/replacement extra layer", lambda: ablation.predict_with_masks(
         MODEL, "hidden", X, ONES, replacement={"hidden": "zero", "out": "zero"}), "replacement", "'out'"),
+    Case("predict_with_masks/float token ids", lambda: ablation.predict_with_masks(
+        TOKENS, "emb", np.full((2, 5), 1.5, np.float32), np.ones((1, 4))), "x", "non-integer"),
     Case("single_unit_ablation/y None", lambda: ablation.single_unit_ablation(MODEL, "hidden", X, None), "y", "None"),
     Case("single_unit_ablation/y NaN", lambda: ablation.single_unit_ablation(MODEL, "hidden", X, Y + NAN), "y",
          "float"),

@@ -238,8 +238,14 @@ def input_arrays(model, x, what: str = "x") -> list[np.ndarray]:
     if not isinstance(x, (dict, list, tuple)) and hasattr(x, "shape") and (len(x.shape) == 0 or x.shape[0] == 0):
         raise ValueError(f"{what} must hold at least one sample. Received: shape {tuple(x.shape)}")
     arrays = model_inputs(model, x, what)
-    for array in arrays:
+    for array, tensor in zip(arrays, model.inputs):
         if np.issubdtype(array.dtype, np.number) and not np.isfinite(array).all():
             raise ValueError(f"{what} contains NaN or infinite values ({int((~np.isfinite(array)).sum())} of "
                              f"{array.size})")
+        if "int" in str(tensor.dtype) and np.issubdtype(array.dtype, np.floating) and \
+                not np.array_equal(array, np.round(array)):
+            name = getattr(getattr(tensor, "_keras_history", None), "operation", tensor).name
+            raise ValueError(f"{what} holds non-integer values for the integer input {name!r} "
+                             f"({tensor.dtype}; e.g. token ids): they would be truncated. Received: dtype "
+                             f"{array.dtype}, first values {array.ravel()[:5].tolist()}")
     return arrays
