@@ -353,7 +353,7 @@ def tamper(path, problem, splits):
         rewrite(path, y_val=y)
         return "val fingerprint .* does not match"
     if problem == "reversed and shifted indices":
-        rewrite(path, idx_test=s.test.indices[::-1] + 1)
+        rewrite(path, idx_test=(s.test.indices[::-1] + 1) % 5000)
         return "test fingerprint"
     if problem == "test copied from train":  # arrays and header rewritten consistently: only disjointness fails
         x, y, idx = s.train.x[:1000], s.train.y[:1000], s.train.indices[:1000]
@@ -553,3 +553,25 @@ def test_command_line_reports_params_errors_without_a_traceback(tmp_path, monkey
     (tmp_path / "params.yaml").write_text(MNIST_5K_PARAMS)
     assert cli.main(["prepare", "mnist_5k"]) == 0
     assert (tmp_path / "data" / "mnist_5k.npz").is_file()
+
+
+def test_stratified_indices_is_scikit_learns_split():
+    """The split is scikit-learn's ``train_test_split(stratify=...)``, drawn from the seed (not a hand-made one)."""
+    from sklearn.model_selection import train_test_split
+
+    labels = np.repeat(np.arange(4), [50, 30, 15, 5])
+    rest, taken = data.stratified_indices(labels, 20, seed=7)
+    by_hand_rest, by_hand_taken = train_test_split(np.arange(100), test_size=20, stratify=labels,
+                                                   random_state=np.random.RandomState(np.random.MT19937(7)))
+    np.testing.assert_array_equal(taken, np.sort(by_hand_taken))
+    np.testing.assert_array_equal(rest, np.sort(by_hand_rest))
+
+
+@pytest.mark.parametrize("labels, size, match", [
+    (np.array([0, 0, 0, 1]), 2, "class 1 has 1"),
+    (np.repeat(np.arange(5), 4), 3, r"each of the 5 classes .*Received: size=3"),
+    (np.repeat(np.arange(5), 4), 18, r"\[5, 15\].*Received: size=18"),
+])
+def test_stratified_indices_refuses_splits_that_cannot_hold_every_class(labels, size, match):
+    with pytest.raises(ValueError, match=match):
+        data.stratified_indices(labels, size, seed=0)

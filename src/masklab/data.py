@@ -771,10 +771,13 @@ def _resolve_size(size, total: int, what: str) -> int:
 def stratified_indices(labels, size, seed: int, what: str = "size") -> tuple[np.ndarray, np.ndarray]:
     """Split ``range(len(labels))`` into (rest, taken) with ``taken`` stratified by label, ``size`` samples.
 
-    ``labels``: 1-D integer array. ``size``: an int count or a float fraction in (0, 1). Per-class counts follow
-    the class proportions (largest remainders get the leftover slots); the order inside each class comes from
-    ``np.random.default_rng(seed)``, ``seed`` a non-negative int. Both index arrays are returned sorted.
+    ``labels``: 1-D integer array, every class at least twice. ``size``: an int count or a float fraction in
+    (0, 1). The split is scikit-learn's ``train_test_split(..., stratify=labels)`` (per-class counts follow the
+    class proportions), drawn from ``seed``, a non-negative int of any size (through NumPy's ``MT19937``
+    seeding). Both index arrays are returned sorted.
     """
+    from sklearn.model_selection import train_test_split
+
     if not isinstance(what, str):
         raise TypeError(f"what must be a string naming the size. Received: what={what!r}")
     if labels is None or isinstance(labels, (str, bytes)):
@@ -787,15 +790,16 @@ def stratified_indices(labels, size, seed: int, what: str = "size") -> tuple[np.
     seed = _check_seed(seed)
     n_take = _resolve_size(size, len(labels), what)
     classes, counts = np.unique(labels, return_counts=True)
-    exact = counts * n_take / len(labels)
-    per_class = np.floor(exact).astype(int)
-    leftover = n_take - per_class.sum()
-    per_class[np.argsort(-(exact - per_class), kind="stable")[:leftover]] += 1
-    rng = np.random.default_rng(seed)
-    taken = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, per_class)]
-    taken = np.sort(np.concatenate(taken))
-    rest = np.setdiff1d(np.arange(len(labels)), taken, assume_unique=True)
-    return rest, taken
+    if counts.min() < 2:
+        raise ValueError(f"every class needs at least 2 samples to be split in a stratified way; class "
+                         f"{classes[counts.argmin()]} has {counts.min()}. Received: labels={_describe(labels)}")
+    if not len(classes) <= n_take <= len(labels) - len(classes):
+        raise ValueError(f"{what} must leave at least one sample of each of the {len(classes)} classes on both "
+                         f"sides (a count in [{len(classes)}, {len(labels) - len(classes)}]). "
+                         f"Received: {what}={size!r}" + (f" ({n_take} samples)" if n_take != size else ""))
+    rest, taken = train_test_split(np.arange(len(labels)), test_size=n_take, stratify=labels,
+                                   random_state=np.random.RandomState(np.random.MT19937(seed)))
+    return np.sort(rest), np.sort(taken)
 
 
 def make_splits(dataset: Dataset, *, seed: int, val_size, test_size=None, train_size=None) -> Splits:
