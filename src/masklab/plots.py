@@ -4,6 +4,7 @@ software/date metadata so reruns give the same bytes, and returns the matplotlib
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import matplotlib
@@ -12,8 +13,64 @@ matplotlib.use("Agg")  # no display needed; notebooks still show the returned fi
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib import ticker  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 DPI = 120
+
+# identifiers found in the tables -> how legends, titles and ticks say them; others: "_" read as a space
+WORDS = {
+    # ablation strategies (masklab.ablation.STRATEGIES) and unit removal (masklab.experiments.surgery)
+    "lowest_activation": "lowest mean activation first",
+    "highest_activation": "highest mean activation first",
+    "smallest_weight_norm": "smallest weight norm first",
+    "weight_norm": "smallest weight norm first",
+    "lowest_selectivity": "least class-selective first",
+    "highest_selectivity": "most class-selective first",
+    "lowest_importance": "least important first",
+    "highest_importance": "most important first",
+    # pruning criteria (masklab.surgery.CRITERIA) and phases (masklab.experiments.pruning.prune_sweep)
+    "l1": "smallest L1 norm",
+    "l2": "smallest L2 norm",
+    "bn_scale": "smallest BatchNorm scale",
+    "activation": "smallest mean |activation|",
+    "apoz": "most often zero",
+    "pruned": "right after pruning",
+    "recalibrated": "after re-estimating BatchNorm statistics",
+    "fine-tuned": "after fine-tuning",
+    # NSDropout inference modes (masklab.layers.nsdropout.INFERENCE_MODES)
+    "none": "none: no mask",
+    "predicted": "predicted: mask of the predicted class",
+    "all": "all: every class's mask",
+    "oracle": "oracle: the true label's mask",
+    # layers
+    "hidden_1": "hidden layer 1",
+    "hidden_2": "hidden layer 2",
+    "conv_1": "conv layer 1",
+    "conv_2": "conv layer 2",
+    "dense_512": "512-unit dense layer",
+}
+# the mask names of masklab.experiments.masks.example_masks, said in words
+MASK_WORDS = (
+    (r"^all units kept$", "none (all units kept)"),
+    (r"^random (\d+)% off$", r"a random \1 %"),
+    (r"^train's (\d+) most active off$", r"the \1 most active on the training images"),
+    (r"^this image's (\d+) most active off$", r"the \1 most active on this image"),
+    (r"^all but this image's (\d+) most active off$", r"all but the \1 most active on this image"),
+)
+
+
+def words(name) -> str:
+    """How an identifier from a table (strategy, criterion, mode, layer, ...) reads in a figure."""
+    name = str(name)
+    return WORDS.get(name, name.replace("_", " "))
+
+
+def _mask_words(name: str) -> str:
+    for pattern, replacement in MASK_WORDS:
+        if re.match(pattern, name):
+            return re.sub(pattern, replacement, name)
+    return name
 
 
 def save_figure(fig: plt.Figure, path: str | os.PathLike) -> Path:
@@ -34,12 +91,13 @@ def learning_curve(history: pd.DataFrame, path: str | os.PathLike, *, title: str
     for ax, metric in zip(axes, ("accuracy", "loss")):
         tidy = history.melt(id_vars="epoch", value_vars=[metric, f"val_{metric}"], var_name="split",
                             value_name="value")
-        tidy["split"] = tidy["split"].map({metric: "train", f"val_{metric}": "val"})
+        tidy["split"] = tidy["split"].map({metric: "training", f"val_{metric}": "validation"})
         sns.lineplot(data=tidy, x="epoch", y="value", hue="split", marker="o", ax=ax)
         ax.set_ylabel(metric)
         best = history.loc[history["is_best"], "epoch"]
         if len(best):
-            ax.axvline(int(best.iloc[0]), color="grey", linestyle="--", linewidth=1, label="chosen on val")
+            ax.axvline(int(best.iloc[0]), color="grey", linestyle="--", linewidth=1,
+                       label="epoch chosen on validation")
         ax.legend()
     if title:
         fig.suptitle(title)
@@ -48,11 +106,14 @@ def learning_curve(history: pd.DataFrame, path: str | os.PathLike, *, title: str
     return fig
 
 
-def _accuracy_curve(table: pd.DataFrame, x: str, hue: str, xlabel: str, path, title: str) -> plt.Figure:
-    """Test accuracy vs ``x``, one line per ``hue``, a 95 % bootstrap band where there are several repeats."""
+def _accuracy_curve(table: pd.DataFrame, x: str, hue: str, xlabel: str, legend_title: str, path,
+                    title: str) -> plt.Figure:
+    """Test accuracy vs ``x``, one line per ``hue`` (in words, under ``legend_title``), a 95 % bootstrap band
+    where there are several repeats."""
     sns.set_theme(style="whitegrid")
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    sns.lineplot(data=table, x=x, y="accuracy", hue=hue, marker="o", errorbar=("ci", 95), seed=0, ax=ax)
+    shown = table.assign(**{legend_title: table[hue].map(words)})
+    sns.lineplot(data=shown, x=x, y="accuracy", hue=legend_title, marker="o", errorbar=("ci", 95), seed=0, ax=ax)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1)
@@ -66,22 +127,40 @@ def _accuracy_curve(table: pd.DataFrame, x: str, hue: str, xlabel: str, path, ti
 def accuracy_drop(table: pd.DataFrame, path: str | os.PathLike, *, title: str = "") -> plt.Figure:
     """Accuracy vs fraction of units switched off, one line per strategy; the band is a 95 % bootstrap
     interval over repeats (only ``random`` has several). ``table``: ``masklab.ablation.ablation_curve``."""
-    return _accuracy_curve(table, "fraction", "strategy", "fraction of hidden units switched off", path, title)
+    return _accuracy_curve(table, "fraction", "strategy", "fraction of hidden units switched off",
+                           "units switched off", path, title)
 
 
-def mask_examples(image, table: pd.DataFrame, path: str | os.PathLike) -> plt.Figure:
-    """One input image and its class probabilities under each named mask.
+def mask_examples(image, table: pd.DataFrame, path: str | os.PathLike, *, true_label=None, class_names=None,
+                  title: str = "") -> plt.Figure:
+    """One input image (with its true label) and its class probabilities under each named mask.
 
     ``table``: tidy ``mask`` / ``class`` / ``probability`` (``masklab.experiments.masks.example_predictions``).
+    ``true_label``: the image's class, an index into ``class_names`` (without them: shown as given); its tick
+    label is drawn in bold.
     """
     sns.set_theme(style="whitegrid")
-    fig, (ax_img, ax_bar) = plt.subplots(1, 2, figsize=(11, 3.8), width_ratios=(1, 4))
+    fig, (ax_img, ax_bar) = plt.subplots(1, 2, figsize=(12, 4.2), width_ratios=(1, 4))
     ax_img.imshow(image.squeeze(), cmap="gray_r")
     ax_img.set_axis_off()
-    ax_img.set_title("test image")
-    sns.barplot(data=table, x="class", y="probability", hue="mask", ax=ax_bar)
+    true_name = None
+    if true_label is not None:
+        true_name = str(class_names[int(true_label)] if class_names is not None else true_label)
+    ax_img.set_title("test image" if true_name is None else f"test image\ntrue label: {true_name}", fontsize=10)
+    shown = table.assign(**{"class": table["class"].astype(str), "mask": table["mask"].map(_mask_words)})
+    sns.barplot(data=shown, x="class", y="probability", hue="mask", ax=ax_bar)
     ax_bar.set_ylim(0, 1)
-    ax_bar.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax_bar.set_ylabel("predicted probability")
+    ax_bar.legend(title="hidden units switched off", fontsize=8, title_fontsize=9, loc="upper left",
+                  bbox_to_anchor=(1.0, 1.0))
+    ticks = ax_bar.get_xticklabels()
+    if max(len(t.get_text()) for t in ticks) > 3:  # class names, not digits: slanted so they cannot overlap
+        plt.setp(ticks, rotation=30, ha="right", rotation_mode="anchor")
+    for tick in ticks:
+        if tick.get_text() == true_name:
+            tick.set_fontweight("bold")
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     save_figure(fig, path)
     return fig
@@ -133,8 +212,9 @@ def pathway_task(models: pd.DataFrame, knockout: pd.DataFrame, saliency: pd.Data
 
 
 def accuracy_vs_density(table: pd.DataFrame, path: str | os.PathLike, *, title: str = "") -> plt.Figure:
-    """Test accuracy vs connection density (log scale), one line per connectivity kind, the dense layer as a
-    dashed line. ``table``: ``masklab.experiments.sparse.receptive_field_sweep``."""
+    """Test accuracy vs connection density (log scale, ticked at the measured densities), one line per
+    connectivity kind, the dense layer as a dashed line.
+    ``table``: ``masklab.experiments.sparse.receptive_field_sweep``."""
     sns.set_theme(style="whitegrid")
     fig, ax = plt.subplots(figsize=(7, 4.2))
     sparse = table[table["connectivity"] != "dense"]
@@ -147,7 +227,10 @@ def accuracy_vs_density(table: pd.DataFrame, path: str | os.PathLike, *, title: 
         ax.axhline(float(dense["test_accuracy"].iloc[0]), color="grey", linestyle="--", linewidth=1,
                    label=f"dense ({float(dense['test_accuracy'].iloc[0]):.3f})")
     ax.set_xscale("log")
-    ax.set_xlabel("fraction of input-to-hidden connections present")
+    ax.xaxis.set_major_locator(ticker.FixedLocator(sorted(sparse["density"].unique())))
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda density, _: f"{100 * density:.2g} %"))
+    ax.xaxis.set_minor_locator(ticker.NullLocator())
+    ax.set_xlabel("input-to-hidden connections present (log scale)")
     ax.set_ylabel("test accuracy")
     ax.legend(fontsize=8)
     if title:
@@ -158,20 +241,21 @@ def accuracy_vs_density(table: pd.DataFrame, path: str | os.PathLike, *, title: 
 
 
 def receptive_fields(kernel, image_shape, path: str | os.PathLike, *, units: int = 8, title: str = "") -> plt.Figure:
-    """The first ``units`` columns of a trained ``(pixels, units)`` kernel drawn as images (diverging colours,
-    white = 0): each unit's weights are confined to its patch."""
+    """The first ``units`` columns of a trained ``(pixels, units)`` kernel drawn as images on one diverging colour
+    scale, symmetric around 0 (white), with a colour bar (colour inputs: the mean over channels); each unit's
+    weights are confined to its patch."""
     sns.set_theme(style="white")
-    fig, axes = plt.subplots(1, units, figsize=(1.6 * units, 2.0))
+    fig, axes = plt.subplots(1, units, figsize=(1.5 * units + 0.6, 2.1), layout="constrained")
     height, width = image_shape[:2]
-    for j, ax in enumerate(axes):
-        weights = kernel[:, j].reshape(height, width, -1).mean(axis=-1)
-        limit = float(abs(weights).max()) or 1.0
-        ax.imshow(weights, cmap="RdBu_r", vmin=-limit, vmax=limit)
+    fields = [kernel[:, j].reshape(height, width, -1).mean(axis=-1) for j in range(units)]
+    limit = max(float(abs(weights).max()) for weights in fields) or 1.0
+    for j, (ax, weights) in enumerate(zip(axes, fields)):
+        image = ax.imshow(weights, cmap="RdBu_r", vmin=-limit, vmax=limit)
         ax.set_axis_off()
         ax.set_title(f"unit {j}", fontsize=8)
+    fig.colorbar(image, ax=axes, shrink=0.8, label="weight")
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
     save_figure(fig, path)
     return fig
 
@@ -179,28 +263,64 @@ def receptive_fields(kernel, image_shape, path: str | os.PathLike, *, units: int
 def accuracy_vs_removed(table: pd.DataFrame, path: str | os.PathLike, *, title: str = "") -> plt.Figure:
     """Test accuracy vs number of units removed, one line per choice (``weight_norm``, ``random`` with a 95 %
     bootstrap band over draws). ``table``: ``masklab.experiments.surgery.accuracy_vs_removed``."""
-    return _accuracy_curve(table, "removed", "how", "units removed from the 512-unit dense layer", path, title)
+    return _accuracy_curve(table, "removed", "how", "units removed from the 512-unit dense layer", "units removed",
+                           path, title)
 
 
 SPLIT_ORDER = ("train", "mask", "selection", "val", "test")
 # one fixed colour per inference mode in every NSDropout figure; the baseline in black
 MODE_COLORS = {"none": "#1f77b4", "predicted": "#ff7f0e", "all": "#2ca02c", "oracle": "#d62728",
                "standard dropout": "#222222"}
+# "predicted" often coincides with "none": dashed and drawn after it, so that both stay visible
+MODE_DASHES = {"predicted": (4, 2)}
 
 
-def nsdropout_curves(table: pd.DataFrame, path: str | os.PathLike, *, title: str = "") -> plt.Figure:
+def nsdropout_curves(table: pd.DataFrame, path: str | os.PathLike, *, title: str = "",
+                     chosen_epochs: dict | None = None) -> plt.Figure:
     """Accuracy per epoch: one row of panels per protocol, one column per split, one line per inference mode
-    (``standard dropout`` for the baseline). ``table``: ``masklab.experiments.nsdropout.curves``."""
+    (``standard dropout`` for the baseline); a panel without curves says so.
+
+    ``table``: ``masklab.experiments.nsdropout.curves``. ``chosen_epochs``: ``{(protocol, mode): epoch}``, the
+    epoch each mode selected, drawn across its protocol's row as a dotted vertical line in the mode's colour
+    (modes that chose the same epoch share one line, their colours alternating along it).
+    """
     sns.set_theme(style="whitegrid")
     splits = [s for s in SPLIT_ORDER if s in set(table["split"])]
     modes = [m for m in MODE_COLORS if m in set(table["mode"])] + sorted(set(table["mode"]) - set(MODE_COLORS))
-    palette = dict(zip(modes, [MODE_COLORS.get(m) for m in modes]))
-    palette.update({m: c for m, c in zip(modes, sns.color_palette("tab10", len(modes))) if palette[m] is None})
-    grid = sns.relplot(data=table, x="epoch", y="accuracy", hue="mode", hue_order=modes, palette=palette,
-                       row="protocol", col="split", col_order=splits, kind="line", height=2.6, aspect=1.15,
-                       linewidth=1, alpha=0.85,
+    colors = dict(zip(modes, [MODE_COLORS.get(m) for m in modes]))
+    colors.update({m: c for m, c in zip(modes, sns.color_palette("tab10", len(modes))) if colors[m] is None})
+    labels = {m: words(m) for m in modes}
+    dashes = {labels[m]: MODE_DASHES.get(m, "") for m in modes}
+    grid = sns.relplot(data=table.assign(mode=table["mode"].map(labels)), x="epoch", y="accuracy", hue="mode",
+                       hue_order=list(dashes), palette={labels[m]: colors[m] for m in modes}, style="mode",
+                       style_order=list(dashes), dashes=dashes, row="protocol", col="split", col_order=splits,
+                       kind="line", height=2.6, aspect=1.15, linewidth=1, alpha=0.85, legend=False,
                        facet_kws={"ylim": (0, 1.02), "margin_titles": True})
-    grid.set_titles(row_template="{row_name}", col_template="{col_name} split")
+    grid.set_titles(row_template="{row_name} protocol", col_template="{col_name} split")
+    filled = set(zip(table["protocol"], table["split"]))
+    for (protocol, split), ax in grid.axes_dict.items():
+        if (protocol, split) not in filled:
+            ax.text(0.5, 0.5, f"no {split} split\nin the {protocol} protocol", transform=ax.transAxes, ha="center",
+                    va="center", color="grey", fontsize=9)
+    legend = {label: Line2D([], [], color=colors[m], linestyle=(0, dashes[label]) if dashes[label] else "-")
+              for m, label in labels.items()}
+    if chosen_epochs:
+        sharing = {}
+        for (protocol, mode), epoch in chosen_epochs.items():
+            sharing.setdefault((protocol, int(epoch)), []).append(mode)
+        for (protocol, epoch), shared in sharing.items():
+            for i, mode in enumerate(shared):
+                style = (2 * i, (2, 2 * len(shared)))  # dash i of every period: the colours alternate
+                for split in splits:
+                    if (protocol, split) in filled:
+                        grid.axes_dict[(protocol, split)].axvline(epoch, color=colors.get(mode, "grey"),
+                                                                  linestyle=style, linewidth=1.3)
+        legend["epoch each mode chose\n(dotted, in its colour):"] = Line2D([], [], color="grey", linestyle=(0, (2, 2)))
+        for protocol in dict.fromkeys(protocol for protocol, _ in sharing):
+            chosen = [f"epoch {epoch}: {', '.join(shared)}" for (p, epoch), shared in sorted(sharing.items())
+                      if p == protocol]
+            legend["\n".join([f"{protocol} protocol", *chosen])] = Line2D([], [], linestyle="none")
+    grid.add_legend(legend_data=legend, title="inference mode")
     if title:
         grid.figure.suptitle(title, y=1.02, fontsize=10)
     save_figure(grid.figure, path)
@@ -235,18 +355,20 @@ def pruning_tradeoff(table: pd.DataFrame, path: str | os.PathLike, *, title: str
     channels removed annotated on the first criterion's fine-tuned line.
     ``table``: ``masklab.experiments.pruning.prune_sweep``."""
     sns.set_theme(style="whitegrid")
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    shown = table.assign(mmacs=table["macs"] / 1e6)
-    sns.lineplot(data=shown, x="mmacs", y="test_accuracy", hue="criterion", style="phase",
-                 style_order=list(PHASE_DASHES), dashes=PHASE_DASHES, marker="o", ax=ax)
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    shown = table.assign(mmacs=table["macs"] / 1e6, **{"channels removed": table["criterion"].map(words),
+                                                       "accuracy measured": table["phase"].map(words)})
+    sns.lineplot(data=shown, x="mmacs", y="test_accuracy", hue="channels removed", style="accuracy measured",
+                 style_order=[words(p) for p in PHASE_DASHES],
+                 dashes={words(p): dashes for p, dashes in PHASE_DASHES.items()}, marker="o", ax=ax)
     labelled = shown[(shown["phase"] == "fine-tuned") & (shown["criterion"] == shown["criterion"].iloc[0])]
     for row in labelled.itertuples():
         ax.annotate(f"{row.fraction:.0%}", (row.mmacs, row.test_accuracy), textcoords="offset points",
                     xytext=(0, 6), ha="center", fontsize=7)
-    ax.set_xlabel("multiply-accumulates per image (millions)")
+    ax.set_xlabel("multiply-accumulates per image (millions); % = share of channels removed")
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, handlelength=4, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
@@ -258,13 +380,13 @@ def latency_vs_macs(table: pd.DataFrame, path: str | os.PathLike, *, title: str 
     """Measured inference latency (ms per batch) vs multiply-accumulates, fractions annotated.
     ``table``: ``masklab.experiments.pruning.latency_sweep`` (wall-clock: differs from run to run)."""
     sns.set_theme(style="whitegrid")
-    fig, ax = plt.subplots(figsize=(5.5, 4.0))
+    fig, ax = plt.subplots(figsize=(6.5, 4.0))
     shown = table.assign(mmacs=table["macs"] / 1e6)
     sns.lineplot(data=shown, x="mmacs", y="latency_ms", marker="o", ax=ax)
     for row in shown.itertuples():
         ax.annotate(f"{row.fraction:.0%}", (row.mmacs, row.latency_ms), textcoords="offset points", xytext=(0, 6),
                     ha="center", fontsize=7)
-    ax.set_xlabel("multiply-accumulates per image (millions)")
+    ax.set_xlabel("multiply-accumulates per image (millions); % = share of channels removed")
     ax.set_ylabel("latency per batch (ms, median)")
     ax.set_ylim(bottom=0)
     if title:
@@ -286,7 +408,7 @@ def ablation_by_randomization(table: pd.DataFrame, path: str | os.PathLike, *, t
     ax.set_xlabel("fraction of hidden units ablated (random, both layers)")
     ax.set_ylabel("training accuracy (own labels)")
     ax.set_ylim(0, 1.02)
-    ax.legend(title="labels randomized", fontsize=8)
+    ax.legend(title="training labels randomized", fontsize=8)
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
@@ -302,14 +424,16 @@ def selectivity_vs_importance(tables, path: str | os.PathLike, *, title: str = "
     sns.set_theme(style="whitegrid")
     fig, axes = plt.subplots(1, 3, figsize=(13.5, 4.0), sharex=True)
     clean = mlp[mlp["randomized"] == 0]
-    sns.scatterplot(data=clean, x="selectivity", y="accuracy_drop", hue="layer", s=10, alpha=0.6, ax=axes[0])
-    axes[0].set_title("MLP (clean labels, training set)", fontsize=9)
-    for ax, column, label in ((axes[1], "accuracy_drop", "overall"), (axes[2], "max_class_drop", "largest class")):
-        sns.scatterplot(data=cnn, x="selectivity", y=column, hue="layer", s=10, alpha=0.6, ax=ax)
-        ax.set_title(f"seed 004's CNN (test split): {label} drop", fontsize=9)
-    for ax in axes:
+    panels = ((clean, "accuracy_drop", "MLP (clean labels, training set)", "accuracy drop when ablated alone"),
+              (cnn, "accuracy_drop", "seed 004's CNN (test split): overall drop", "accuracy drop when ablated alone"),
+              (cnn, "max_class_drop", "seed 004's CNN (test split): largest class drop",
+               "largest drop of one class's accuracy"))
+    for ax, (units, column, panel_title, ylabel) in zip(axes, panels):
+        sns.scatterplot(data=units.assign(layer=units["layer"].map(words)), x="selectivity", y=column, hue="layer",
+                        s=10, alpha=0.6, ax=ax)
+        ax.set_title(panel_title, fontsize=9)
         ax.set_xlabel("class selectivity")
-        ax.set_ylabel("accuracy drop when ablated alone")
+        ax.set_ylabel(ylabel)
         ax.axhline(0, color="grey", linewidth=0.8)
         ax.legend(fontsize=7)
     if title:
@@ -339,7 +463,7 @@ def class_drop_heatmap(table: pd.DataFrame, path: str | os.PathLike, *, title: s
         ax.tick_params(axis="y", labelsize=5)
         ax.set_xlabel("class")
         ax.set_ylabel("unit (selectivity)")
-        ax.set_title(layer, fontsize=9)
+        ax.set_title(words(layer), fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -354,10 +478,12 @@ def class_targeted_ablation(table: pd.DataFrame, path: str | os.PathLike, *, tit
     tidy = table.melt(id_vars=["layer", "target_class", "seed"], value_vars=["target_drop", "rest_drop"],
                       var_name="measured on", value_name="accuracy drop")
     tidy["measured on"] = tidy["measured on"].map({"target_drop": "that class", "rest_drop": "other classes"})
+    tidy["layer"] = tidy["layer"].map(words)
     sns.set_theme(style="whitegrid")
     grid = sns.catplot(data=tidy, x="target_class", y="accuracy drop", hue="measured on", col="layer", kind="bar",
                        errorbar=("ci", 95), seed=0, height=3.6, aspect=1.4)
     grid.set_axis_labels("class whose top units are ablated", "test accuracy drop")
+    grid.set_titles(col_template="{col_name}")
     if title:
         grid.figure.suptitle(title, y=1.03, fontsize=10)
     save_figure(grid.figure, path)

@@ -1,4 +1,7 @@
-"""Writing results so that a rerun gives the same bytes: sorted JSON, fixed CSV float format."""
+"""Writing results so that a rerun gives the same bytes: sorted JSON, fixed CSV float format.
+
+Each stage writes ``metrics.json`` (a few headline numbers, :func:`write_metrics`: what ``dvc metrics show``
+reads) and ``results.json`` (everything else: curves, tables, split fingerprints, the params echo)."""
 
 from __future__ import annotations
 
@@ -34,6 +37,22 @@ def write_json(data: dict, path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(_plain(data), indent=2, sort_keys=True) + "\n")
     return path
+
+
+def write_metrics(metrics: dict, path: str | os.PathLike) -> Path:
+    """Write a stage's headline numbers: the small flat file that ``dvc metrics show`` and ``dvc metrics diff``
+    read (``metrics.json``). Values must be numbers or booleans under plain string keys; everything richer
+    (curves, tables, fingerprints, the params echo) belongs in the stage's ``results.json``."""
+    if not isinstance(metrics, dict) or not metrics:
+        raise TypeError(f"metrics must be a non-empty flat dict of numbers. Received: {type(metrics).__name__}")
+    for key, value in metrics.items():
+        if not isinstance(key, str) or "." in key:
+            raise ValueError(f"metric names must be strings without dots (DVC joins nested keys with dots). "
+                             f"Received: {key!r}")
+        if not isinstance(value, (bool, int, float, np.bool_, np.integer, np.floating)):
+            raise TypeError(f"metric {key!r} must be a number or a boolean; put structured results in "
+                            f"results.json. Received: {type(value).__name__}")
+    return write_json(metrics, path)
 
 
 def read_json(path: str | os.PathLike) -> dict:

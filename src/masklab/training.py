@@ -73,39 +73,6 @@ def describe_device() -> str:
     return backend
 
 
-class BestEpoch(keras.callbacks.Callback):
-    """Remember the weights of the epoch with the best ``monitor`` value and restore them when training ends.
-
-    Ties keep the earlier epoch. ``mode`` is ``"max"`` for accuracies, ``"min"`` for losses.
-    """
-
-    def __init__(self, monitor: str = "val_accuracy", mode: str | None = None, restore: bool = True):
-        super().__init__()
-        self.monitor = monitor
-        self.restore = restore
-        self.mode = mode or ("min" if "loss" in monitor else "max")
-        if self.mode not in ("min", "max"):
-            raise ValueError(f"mode must be 'min' or 'max'. Received: mode={mode!r}")
-        self.best_epoch = 0
-        self.best_value = np.nan
-        self._best_weights = None
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        if self.monitor not in logs:
-            raise KeyError(f"monitor {self.monitor!r} is not among the logged metrics {sorted(logs)}")
-        value = float(logs[self.monitor])
-        improved = (self.best_epoch == 0 or (value > self.best_value if self.mode == "max"
-                                             else value < self.best_value))
-        if improved:
-            self.best_epoch, self.best_value = epoch + 1, value
-            self._best_weights = self.model.get_weights()
-
-    def on_train_end(self, logs=None):
-        if self.restore and self._best_weights is not None:
-            self.model.set_weights(self._best_weights)
-
-
 def train(
     model: keras.Model | Callable[[], keras.Model],
     train_data: tuple[np.ndarray, np.ndarray],

@@ -43,13 +43,21 @@ def baseline_metrics(result: training.TrainResult, splits: data.Splits, test_sco
     }
 
 
+def headline_metrics(metrics: dict) -> dict:
+    """The numbers ``dvc metrics show`` lists for this stage (``metrics.json``)."""
+    return {key: metrics[key] for key in ("test_accuracy", "test_loss", "val_accuracy", "train_accuracy",
+                                          "best_epoch")}
+
+
 def save_baseline(result: training.TrainResult, metrics: dict, dataset: str, *,
                   results_dir: str | os.PathLike | None = None,
                   models_dir: str | os.PathLike | None = None) -> dict[str, Path]:
-    """Write ``metrics.json``, ``history.csv``, ``learning_curve.png`` and the model ``.keras`` file."""
+    """Write ``metrics.json`` (headline), ``results.json`` (all of ``metrics``), ``history.csv``,
+    ``learning_curve.png`` and the model ``.keras`` file."""
     out = paths.stage_results_dir("baseline", dataset, results_dir)
     written = {
-        "metrics": records.write_json(metrics, out / "metrics.json"),
+        "metrics": records.write_metrics(headline_metrics(metrics), out / "metrics.json"),
+        "results": records.write_json(metrics, out / "results.json"),
         "history": records.write_csv(result.history, out / "history.csv"),
         "model": paths.model_path("baseline", dataset, models_dir),
     }

@@ -90,14 +90,29 @@ def mask_metrics(table: pd.DataFrame, check: dict, splits: data.Splits, params: 
     }
 
 
+def headline_metrics(metrics: dict) -> dict:
+    """``metrics.json``: test accuracy unmasked (``test_accuracy``), with about half the units off by each
+    strategy (``<strategy>_50pct``: the measured fraction nearest 0.5), and the per-sample check's largest
+    difference from a hand-zeroed copy (``max_abs_diff``)."""
+    headline = {"test_accuracy": metrics["test_accuracy_unmasked"],
+                "max_abs_diff": metrics["per_sample_check"]["max_abs_diff"]}
+    for strategy, curve in metrics["test_accuracy_by_strategy"].items():
+        half = min(curve, key=lambda fraction: abs(float(fraction) - 0.5))
+        headline[f"{strategy}_{round(100 * float(half))}pct"] = curve[half]
+    return headline
+
+
 def save_masks(table: pd.DataFrame, examples: pd.DataFrame, image: np.ndarray, metrics: dict, dataset: str,
-               results_dir=None) -> dict:
+               results_dir=None, *, true_label: int | None = None, class_names=None) -> dict:
     out = paths.stage_results_dir("neuron_masks", dataset, results_dir)
-    written = {"metrics": records.write_json(metrics, out / "metrics.json"),
+    written = {"metrics": records.write_metrics(headline_metrics(metrics), out / "metrics.json"),
+               "results": records.write_json(metrics, out / "results.json"),
                "ablation": records.write_csv(table, out / "ablation.csv"),
                "examples": records.write_csv(examples, out / "mask_examples.csv")}
     plots.accuracy_drop(table, out / "accuracy_drop.png",
                         title=f"Hidden units switched off in the 784-600-10 MLP ({dataset}, test split)")
-    plots.mask_examples(image, examples, out / "mask_examples.png")
+    plots.mask_examples(image, examples, out / "mask_examples.png", true_label=true_label, class_names=class_names,
+                        title=f"One {dataset} test image: class probabilities with hidden units of the "
+                              f"784-600-10 MLP switched off")
     written.update(accuracy_drop=out / "accuracy_drop.png", mask_examples=out / "mask_examples.png")
     return written

@@ -402,6 +402,30 @@ def error_table(metrics: dict, dataset: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def headline_metrics(metrics: dict) -> dict:
+    """``metrics.json``: test error (1 - accuracy) of the seed's table: ``original_*`` under the original
+    protocol (``oracle``: the true label's mask at test), ``error_*`` under the corrected one (mean over seeds;
+    NSDropout with each label-free inference mode)."""
+    original, corrected = metrics["original"], metrics["corrected"]
+    headline = {"original_error_dropout": 1 - original["standard_dropout"]["accuracy"][STANDARD],
+                "original_error_oracle": 1 - original["nsdropout"]["accuracy"]["oracle"],
+                "error_dropout": 1 - corrected["standard_dropout"]["mean"]}
+    for mode in LABEL_FREE_MODES:
+        headline[f"error_nsdropout_{mode}"] = 1 - corrected["nsdropout"][mode]["mean"]
+    return headline
+
+
+def chosen_epochs(metrics: dict) -> dict:
+    """(protocol, mode) -> the epoch chosen on the selection split, for the curves (drawn for the first seed).
+    Under the original protocol one oracle-chosen epoch serves every NSDropout mode."""
+    original, corrected = metrics["original"], metrics["corrected"]
+    chosen = {("original", mode): original["nsdropout"]["best_epoch"] for mode in ALL_MODES}
+    chosen[("original", STANDARD)] = original["standard_dropout"]["best_epoch"]
+    chosen.update({("corrected", mode): corrected["nsdropout"][mode]["best_epochs"][0] for mode in LABEL_FREE_MODES})
+    chosen[("corrected", STANDARD)] = corrected["standard_dropout"]["best_epochs"][0]
+    return chosen
+
+
 def save_nsdropout(metrics: dict, curve_table: pd.DataFrame, dependence: dict[str, np.ndarray], dataset: str,
                    class_names, results_dir: str | os.PathLike | None = None) -> dict:
     """metrics.json, table.md, curves.csv, accuracy_curves.png, mask_dependence.png (+ .csv)."""
@@ -411,13 +435,14 @@ def save_nsdropout(metrics: dict, curve_table: pd.DataFrame, dependence: dict[st
                      columns=range(len(matrix))).reset_index().melt(id_vars="mask_class", var_name="image_class",
                                                                     value_name="fraction_predicted_as_mask_class")
         .assign(model=name) for name, matrix in dependence.items()], ignore_index=True)
-    written = {"metrics": records.write_json(metrics, out / "metrics.json"),
+    written = {"metrics": records.write_metrics(headline_metrics(metrics), out / "metrics.json"),
+               "results": records.write_json(metrics, out / "results.json"),
                "table": out / "table.md",
                "curves": records.write_csv(curve_table, out / "curves.csv"),
                "dependence": records.write_csv(tidy_dependence, out / "mask_dependence.csv"),
                "curves_figure": out / "accuracy_curves.png", "dependence_figure": out / "mask_dependence.png"}
     written["table"].write_text(error_table(metrics, dataset))
-    plots.nsdropout_curves(curve_table, written["curves_figure"],
+    plots.nsdropout_curves(curve_table, written["curves_figure"], chosen_epochs=chosen_epochs(metrics),
                            title=f"Seed 002's MLP on {dataset}, full batch: accuracy per epoch by inference mode")
     plots.mask_dependence(dependence, written["dependence_figure"], class_names=class_names,
                           title=f"{dataset} test images: predicted class when class k's mask is applied")

@@ -110,13 +110,23 @@ def pruning_metrics(result: training.TrainResult, splits: data.Splits, table: pd
             "test_accuracy_by_criterion_phase_fraction": accuracy, "params": params, "data": splits.summary()}
 
 
+def headline_metrics(metrics: dict) -> dict:
+    """``metrics.json``: the trained model, the example prune (half the channels, l2) and the worst relative
+    difference between pruned and masked models."""
+    example = metrics["example"]
+    return {"test_accuracy": metrics["test_accuracy"], "macs": metrics["macs"], "parameters": metrics["parameters"],
+            "half_pruned_macs": example["macs_after"], "half_pruned_params": example["params_after"],
+            "max_relative_difference": metrics["max_relative_difference"]}
+
+
 def save_pruning(table: pd.DataFrame, latency: pd.DataFrame, example: surgery.PruneResult, metrics: dict,
                  dataset: str, results_dir=None) -> dict:
     """metrics.json, tradeoff.csv, report.csv (the per-group report of ``example``), accuracy_vs_macs.png: the
     same bytes on a rerun (committed); latency.csv and latency.png: wall-clock, different on every run (neither
     committed nor declared to DVC; the committed speed figures come from ``benchmarks/bench_pruning.py``)."""
     out = paths.stage_results_dir("pruning", dataset, results_dir)
-    written = {"metrics": records.write_json(metrics, out / "metrics.json"),
+    written = {"metrics": records.write_metrics(headline_metrics(metrics), out / "metrics.json"),
+               "results": records.write_json(metrics, out / "results.json"),
                "tradeoff": records.write_csv(table, out / "tradeoff.csv"),
                "report": records.write_csv(example.report, out / "report.csv"),
                "latency": records.write_csv(latency, out / "latency.csv"),

@@ -198,10 +198,19 @@ def pathway_metrics(table: pd.DataFrame, knockout: pd.DataFrame, saliency: pd.Da
     }
 
 
+def pathway_headline_metrics(metrics: dict) -> dict:
+    """``metrics.json``: test accuracy of each model and how many causal pathways the knock-out ranks first."""
+    headline = {f"test_accuracy_{name.replace(' ', '_')}": model["test_accuracy"]
+                for name, model in metrics["models"].items()}
+    return {**headline, "causal_pathways_among_top_drops": metrics["knockout"]["causal_pathways_among_top_drops"],
+            "n_causal": metrics["knockout"]["n_causal"], "off_mask_nonzero_weights": metrics["off_mask_nonzero_weights"]}
+
+
 def save_pathways(table: pd.DataFrame, knockout: pd.DataFrame, saliency: pd.DataFrame, metrics: dict,
                   results_dir=None) -> dict:
     out = paths.stage_results_dir("sparse_connectivity", "pathways", results_dir)
-    written = {"metrics": records.write_json(metrics, out / "metrics.json"),
+    written = {"metrics": records.write_metrics(pathway_headline_metrics(metrics), out / "metrics.json"),
+               "results": records.write_json(metrics, out / "results.json"),
                "models": records.write_csv(table, out / "models.csv"),
                "knockout": records.write_csv(knockout, out / "knockout.csv"),
                "saliency": records.write_csv(saliency, out / "saliency.csv")}
@@ -252,13 +261,27 @@ def receptive_field_metrics(table: pd.DataFrame, splits: data.Splits, params: di
     }
 
 
+def receptive_field_headline_metrics(metrics: dict) -> dict:
+    """``metrics.json``: dense test accuracy, and local patches vs random wiring at the smallest and the largest
+    patch."""
+    models_ = metrics["models"]
+    patches = sorted({m["patch"] for m in models_.values() if m["patch"] is not None})
+    headline = {"test_accuracy_dense": models_["dense"]["test_accuracy"],
+                "off_mask_nonzero_weights": metrics["off_mask_nonzero_weights"]}
+    for k in (patches[0], patches[-1]) if patches else ():
+        for kind, short in (("local patches", "local"), ("random, same density", "random")):
+            headline[f"test_accuracy_{short}_k{k:g}"] = models_[f"{kind} k={k:g}"]["test_accuracy"]
+    return headline
+
+
 def save_receptive_fields(table: pd.DataFrame, models_by_name: dict, metrics: dict, splits: data.Splits,
                           results_dir=None) -> dict:
     """Write metrics.json, accuracy_vs_density.csv/.png and receptive_fields.png (the trained kernels of a few
     units of the middle patch size, zeros outside their patch)."""
     dataset = splits.dataset
     out = paths.stage_results_dir("sparse_connectivity", dataset, results_dir)
-    written = {"metrics": records.write_json(metrics, out / "metrics.json"),
+    written = {"metrics": records.write_metrics(receptive_field_headline_metrics(metrics), out / "metrics.json"),
+               "results": records.write_json(metrics, out / "results.json"),
                "sweep": records.write_csv(table, out / "accuracy_vs_density.csv"),
                "figure": out / "accuracy_vs_density.png", "fields": out / "receptive_fields.png"}
     plots.accuracy_vs_density(table, written["figure"],

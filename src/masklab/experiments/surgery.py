@@ -83,15 +83,31 @@ def surgery_metrics(result: training.TrainResult, splits, checks: dict, curve: p
             "params": params, "data": splits.summary()}
 
 
+def headline_metrics(metrics: dict) -> dict:
+    """``metrics.json``: test accuracy, the largest surgery-vs-masking difference of the checks, the parameter
+    counts before and after the example removal, and the test accuracy with the middle count of the sweep
+    removed (``<how>_<count>_removed``)."""
+    checks = metrics["checks"]
+    headline = {"test_accuracy": metrics["test_accuracy"], "best_epoch": metrics["best_epoch"],
+                "max_abs_diff": max(checks[k] for k in ("conv_filters", "index_list", "weight_norm")),
+                "params_before": checks["parameters_before"], "params_after": checks["parameters_after"]}
+    for how, curve in metrics["accuracy_vs_removed"].items():
+        counts = sorted(curve, key=int)
+        middle = counts[len(counts) // 2]
+        headline[f"{how}_{middle}_removed"] = curve[middle]
+    return headline
+
+
 def save_surgery(shapes: pd.DataFrame, curve: pd.DataFrame, metrics: dict, latency: dict, dataset: str,
                  results_dir=None) -> dict:
     """metrics.json (deterministic), latency.json (wall-clock, varies run to run), shapes.csv, the curve."""
     out = paths.stage_results_dir("neuron_surgery", dataset, results_dir)
-    written = {"metrics": records.write_json(metrics, out / "metrics.json"),
+    written = {"metrics": records.write_metrics(headline_metrics(metrics), out / "metrics.json"),
+               "results": records.write_json(metrics, out / "results.json"),
                "latency": records.write_json(latency, out / "latency.json"),
                "shapes": records.write_csv(shapes, out / "shapes.csv"),
                "curve": records.write_csv(curve, out / "accuracy_vs_removed.csv"),
                "figure": out / "accuracy_vs_removed.png"}
     plots.accuracy_vs_removed(curve, written["figure"],
-                              title=f"Seed 004's CNN on {dataset}: dense_512 units physically removed (test split)")
+                              title=f"Seed 004's CNN on {dataset}: units of its 512-unit dense layer physically removed (test split)")
     return written

@@ -259,6 +259,22 @@ def _verdict(holds: bool, rule: str) -> dict:
     return {"holds_here": bool(holds), "rule": rule}
 
 
+def headline_metrics(metrics: dict) -> dict:
+    """``metrics.json``: one boolean per claim, true where it holds here (the rules and the numbers they rest
+    on are in ``results.json: verdicts``)."""
+    return {HEADLINE_NAMES[name]: verdict["holds_here"] for name, verdict in metrics["verdicts"].items()}
+
+
+# results.json's verdict names -> the short column names of `dvc metrics show`
+HEADLINE_NAMES = {
+    "morcos_memorizing_networks_rely_more_on_single_directions": "morcos_memorizing",
+    "morcos_selectivity_poor_predictor_of_importance": "morcos_selectivity",
+    "zhou_single_units_barely_move_overall_accuracy_but_hurt_classes": "zhou_single_units",
+    "zhou_selectivity_predicts_class_drops": "zhou_selectivity",
+    "bau_class_targeted_ablation_hurts_that_class": "bau_targeted",
+}
+
+
 def save_unit_importance(curves: pd.DataFrame, units_mlp: pd.DataFrame, networks_mlp: pd.DataFrame,
                          units_cnn: pd.DataFrame, targeted: pd.DataFrame, networks_cnn: pd.DataFrame, summary: dict,
                          params: dict, splits: data.Splits, dataset: str, results_dir=None) -> dict:
@@ -266,7 +282,8 @@ def save_unit_importance(curves: pd.DataFrame, units_mlp: pd.DataFrame, networks
     metrics = {**summary, "mlp_networks": networks_mlp.to_dict("records"),
                "cnn_networks": networks_cnn.to_dict("records"), "params": params, "data": splits.summary()}
     written = {
-        "metrics": records.write_json(metrics, out / "metrics.json"),
+        "metrics": records.write_metrics(headline_metrics(metrics), out / "metrics.json"),
+        "results": records.write_json(metrics, out / "results.json"),
         "curves": records.write_csv(curves, out / "ablation_by_randomization.csv"),
         "units_mlp": records.write_csv(units_mlp, out / "mlp_units.csv"),
         "units_cnn": records.write_csv(units_cnn, out / "cnn_units.csv"),
