@@ -6,6 +6,7 @@ import textwrap
 
 import keras
 import numpy as np
+import pandas as pd
 import pytest
 
 from masklab import models, training
@@ -158,3 +159,19 @@ def test_tensorboard_log_dir_gets_train_and_val_scalars_per_epoch(tiny_problem, 
                   for tag in events.Tags()["tensors"] if tag.startswith("epoch_")}
         assert "epoch_loss" in values and "epoch_accuracy" in values, f"{split}: {sorted(values)}"
         np.testing.assert_allclose(values["epoch_loss"], result.history[column], rtol=1e-5)
+
+
+def test_live_dir_logs_every_epoch_with_dvclive(tmp_path):
+    """``live_dir``: DVCLive's TSV files, one row per epoch (1-based), equal to the history ``train`` returns."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 4)).astype("float32")
+    y = (x[:, 0] > 0).astype("int64")
+    build = lambda: keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])  # noqa: E731
+    result = training.train(build, (x, y), (x[:40], y[:40]), epochs=3, seed=0, live_dir=tmp_path / "live",
+                            verbose=0)
+    for split, prefix in (("train", ""), ("eval", "val_")):
+        for metric in ("accuracy", "loss"):
+            logged = pd.read_csv(tmp_path / "live" / "plots" / "metrics" / split / f"{metric}.tsv", sep="\t")
+            np.testing.assert_array_equal(logged["step"], [1, 2, 3])
+            np.testing.assert_allclose(logged[metric], result.history[prefix + metric], rtol=1e-6)
+    assert not (tmp_path / "live" / "dvc.yaml").exists() and not (tmp_path / "live" / "report.html").exists()

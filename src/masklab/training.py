@@ -53,6 +53,35 @@ class EpochLine(keras.callbacks.Callback):
         print(f"{self.prefix}epoch {epoch + 1}/{self.epochs}: {values}", flush=True)
 
 
+class LiveLogger(keras.callbacks.Callback):
+    """Log every epoch's metrics with DVCLive (``dvclive.Live``) into ``folder``: ``plots/metrics/train/<metric>.tsv``
+    and ``plots/metrics/eval/<metric>.tsv`` (``val_*``), one row per epoch (``step`` = epoch, from 1), what
+    ``dvc plots show`` draws. Its ``metrics.json`` summary holds the last epoch, not the one ``train`` selects.
+
+    DVCLive's own ``dvclive.keras.DVCLiveCallback`` does the same through ``tf.keras`` (TensorFlow only); this one
+    is plain Keras 3, so it runs on every backend. No DVC experiment, ``dvc.yaml`` or report is written (the
+    pipeline declares the plots itself), and no timestamps, so a rerun writes the same bytes.
+    """
+
+    def __init__(self, folder: str | os.PathLike):
+        super().__init__()
+        from dvclive import Live
+
+        self.live = Live(str(folder), save_dvc_exp=False, dvcyaml=None, report=None)
+
+    def on_epoch_end(self, epoch, logs=None):
+        from dvclive.utils import standardize_metric_name
+
+        self.live.step = epoch + 1  # 1-based, as in TrainResult.history
+        for name, value in sorted((logs or {}).items()):
+            if name != "learning_rate":
+                self.live.log_metric(standardize_metric_name(name, "dvclive.keras"), float(value))
+        self.live.next_step()
+
+    def on_train_end(self, logs=None):
+        self.live.end()
+
+
 def describe_device() -> str:
     """The accelerator the backend will use, e.g. ``"tensorflow:GPU x1"`` or ``"jax:cpu"``."""
     backend = keras.config.backend()
@@ -90,6 +119,7 @@ def train(
     jit_compile: bool | str = "auto",
     strategy=None,
     log_dir: str | os.PathLike | None = None,
+    live_dir: str | os.PathLike | None = None,
     callbacks: tuple = (),
     verbose: int | str = "auto",
 ) -> TrainResult:
@@ -109,6 +139,7 @@ def train(
         restore_best: put back the weights of the best epoch (ties: the earliest) when training ends.
         strategy: a ``tf.distribute`` strategy (TensorFlow backend only), e.g. ``MirroredStrategy``.
         log_dir: write TensorBoard logs there.
+        live_dir: log each epoch's metrics there with DVCLive (:class:`LiveLogger`), for ``dvc plots``.
         verbose: passed to ``fit`` (``"auto"``/1 progress bar, 2 one line per epoch, 0 silent), or ``"epoch"``:
             one line per epoch without timings (:class:`EpochLine`; what the pipeline's notebooks use).
     """
@@ -155,6 +186,8 @@ def train(
         verbose = 0
     if log_dir is not None:
         all_callbacks.append(keras.callbacks.TensorBoard(log_dir=str(log_dir)))
+    if live_dir is not None:
+        all_callbacks.append(LiveLogger(live_dir))
     streamed = _is_stream(train_data)
     fit_history = model.fit(
         *((train_data,) if streamed else train_data), validation_data=val_data, epochs=epochs,

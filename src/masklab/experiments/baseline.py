@@ -11,14 +11,16 @@ from masklab import data, models, paths, plots, records, training
 
 
 def train_baseline(splits: data.Splits, *, hidden_units: int = 600, epochs: int = 10, batch_size: int = 128,
-                   learning_rate: float = 1e-3, seed: int = 0, verbose="auto") -> training.TrainResult:
-    """Train ``input -> hidden_units ReLU -> classes softmax`` with Adam; epoch chosen on ``val``."""
+                   learning_rate: float = 1e-3, seed: int = 0, verbose="auto",
+                   live_dir: str | os.PathLike | None = None) -> training.TrainResult:
+    """Train ``input -> hidden_units ReLU -> classes softmax`` with Adam; epoch chosen on ``val``. ``live_dir``:
+    where DVCLive logs every epoch (the stage's ``epochs/`` folder, drawn by ``dvc plots show``)."""
     x_train = data.to_inputs(splits.train.x)
     build = lambda: models.mlp(x_train.shape[1], hidden_units, splits.num_classes, name="baseline_mlp")  # noqa: E731
     return training.train(
         build, (x_train, splits.train.y), (data.to_inputs(splits.val.x), splits.val.y),
         epochs=epochs, batch_size=batch_size, seed=seed, optimizer="adam", learning_rate=learning_rate,
-        verbose=verbose,
+        verbose=verbose, live_dir=live_dir,
     )
 
 
