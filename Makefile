@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml requirements-lock.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet --constraint requirements-lock.txt --editable ".[$(EXTRAS)]"
-	$(BIN)/python -m ipykernel install --sys-prefix --name masklab --display-name "Python 3 (masklab)" >/dev/null
+	$(BIN)/python -m masklab install-jupyter >/dev/null  # kernel "masklab" + JupyterLab opens notebooks/*.py as notebooks
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install masklab with pinned dependencies (once)
@@ -34,7 +34,7 @@ repro-full: install  ## the pipeline on full datasets too: make repro-full DATAS
 test: install  ## run the test suite (pytest)
 	$(BIN)/python -m pytest
 
-lab: install  ## open JupyterLab on notebooks/ with the project's kernel
+lab: install  ## JupyterLab on notebooks/: NN-topic.py open as notebooks in the project kernel, writing scratch/
 	$(BIN)/jupyter lab notebooks/
 
 bench: install  ## run the benchmarks (write results/benchmarks/*.json)

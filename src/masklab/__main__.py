@@ -1,8 +1,10 @@
 """Command line: ``python -m masklab prepare <dataset>`` (the ``prepare`` DVC stage),
 ``python -m masklab run-notebook <stage> [<dataset>]`` (every notebook stage: its ``params.yaml`` section to
-papermill, noise filtered, the executed notebook normalized; see ``masklab.pipeline``) and
+papermill, noise filtered, the executed notebook normalized; see ``masklab.pipeline``),
 ``python -m masklab normalize-notebook <executed.ipynb>`` (so that the executed notebook DVC hashes comes out the
-same on every run: see ``masklab.records``).
+same on every run: see ``masklab.records``) and ``python -m masklab install-jupyter`` (``make install`` runs it:
+the ``masklab`` kernel and JupyterLab's notebook view for ``notebooks/*.py``, in this environment only; see
+``masklab.kernel``).
 
 ``prepare`` reads ``data.<dataset>`` from ``params.yaml``: ``seed`` and ``val_size`` always, ``test_size`` for a
 dataset without an official test set (``mnist_5k``) and only then, optional ``train_size``, and optional
@@ -106,7 +108,15 @@ def main(argv=None) -> int:
     r = sub.add_parser("run-notebook", help="execute a stage's notebook with its params.yaml section")
     r.add_argument("stage")
     r.add_argument("dataset", nargs="?")
+    sub.add_parser("install-jupyter", help="install the 'masklab' kernel and JupyterLab's .py notebook view into "
+                                           "this environment (sys.prefix)")
     args = parser.parse_args(argv)
+    if args.command == "install-jupyter":
+        from masklab import kernel
+
+        for path in kernel.install():
+            print(f"wrote {path}")
+        return 0
     if args.command == "run-notebook":
         from masklab import pipeline
 

@@ -66,6 +66,18 @@ def words(name) -> str:
     return WORDS.get(name, name.replace("_", " "))
 
 
+def series_table(table: pd.DataFrame, *, x: str, series: str | list[str], y: str, names=None) -> pd.DataFrame:
+    """A line figure's data the way ``dvc plots`` draws it: one row per ``x`` value, one column per series (the
+    mean of ``y`` over repeats, named in words as in the figure's legend). Written next to the PNG as
+    ``plot_data/<figure>.csv`` and declared in ``dvc.yaml``'s top-level ``plots``. ``names``: how a series value
+    reads (default :func:`words`); series keep the order of their values."""
+    names = names or words
+    wide = table.pivot_table(index=x, columns=series, values=y, aggfunc="mean", sort=True)
+    wide.columns = [", ".join(names(v) for v in column) if isinstance(column, tuple) else names(column)
+                    for column in wide.columns]
+    return wide.reset_index()
+
+
 def _mask_words(name: str) -> str:
     for pattern, replacement in MASK_WORDS:
         if re.match(pattern, name):

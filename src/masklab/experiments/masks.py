@@ -108,7 +108,9 @@ def save_masks(table: pd.DataFrame, examples: pd.DataFrame, image: np.ndarray, m
     written = {"metrics": records.write_metrics(headline_metrics(metrics), out / "metrics.json"),
                "results": records.write_json(metrics, out / "results.json"),
                "ablation": records.write_csv(table, out / "ablation.csv"),
-               "examples": records.write_csv(examples, out / "mask_examples.csv")}
+               "examples": records.write_csv(examples, out / "mask_examples.csv"),
+               "plot_data": records.write_csv(plots.series_table(table, x="fraction", series="strategy", y="accuracy"),
+                                              out / "plot_data" / "accuracy_drop.csv")}
     plots.accuracy_drop(table, out / "accuracy_drop.png",
                         title=f"Hidden units switched off in the 784-600-10 MLP ({dataset}, test split)")
     plots.mask_examples(image, examples, out / "mask_examples.png", true_label=true_label, class_names=class_names,

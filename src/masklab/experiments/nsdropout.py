@@ -442,6 +442,11 @@ def save_nsdropout(metrics: dict, curve_table: pd.DataFrame, dependence: dict[st
                "dependence": records.write_csv(tidy_dependence, out / "mask_dependence.csv"),
                "curves_figure": out / "accuracy_curves.png", "dependence_figure": out / "mask_dependence.png"}
     written["table"].write_text(error_table(metrics, dataset))
+    for protocol in ("original", "corrected"):  # the test-split panels of accuracy_curves.png, for `dvc plots`
+        test_curves = curve_table[(curve_table["protocol"] == protocol) & (curve_table["split"] == "test")]
+        written[f"plot_data_{protocol}"] = records.write_csv(
+            plots.series_table(test_curves, x="epoch", series="mode", y="accuracy"),
+            out / "plot_data" / f"test_accuracy_{protocol}_protocol.csv")
     plots.nsdropout_curves(curve_table, written["curves_figure"], chosen_epochs=chosen_epochs(metrics),
                            title=f"Seed 002's MLP on {dataset}, full batch: accuracy per epoch by inference mode")
     plots.mask_dependence(dependence, written["dependence_figure"], class_names=class_names,

@@ -128,6 +128,9 @@ def save_pruning(table: pd.DataFrame, latency: pd.DataFrame, example: surgery.Pr
     written = {"metrics": records.write_metrics(headline_metrics(metrics), out / "metrics.json"),
                "results": records.write_json(metrics, out / "results.json"),
                "tradeoff": records.write_csv(table, out / "tradeoff.csv"),
+               "plot_data": records.write_csv(plots.series_table(table, x="macs", series=["criterion", "phase"],
+                                                                 y="test_accuracy"),
+                                              out / "plot_data" / "accuracy_vs_macs.csv"),
                "report": records.write_csv(example.report, out / "report.csv"),
                "latency": records.write_csv(latency, out / "latency.csv"),
                "figure": out / "accuracy_vs_macs.png", "latency_figure": out / "latency.png"}

@@ -265,12 +265,12 @@ def receptive_field_headline_metrics(metrics: dict) -> dict:
     """``metrics.json``: dense test accuracy, and local patches vs random wiring at the smallest and the largest
     patch."""
     models_ = metrics["models"]
-    patches = sorted({m["patch"] for m in models_.values() if m["patch"] is not None})
+    patches = sorted({int(m["patch"]) for m in models_.values() if m["connectivity"] != "dense"})
     headline = {"test_accuracy_dense": models_["dense"]["test_accuracy"],
                 "off_mask_nonzero_weights": metrics["off_mask_nonzero_weights"]}
     for k in (patches[0], patches[-1]) if patches else ():
         for kind, short in (("local patches", "local"), ("random, same density", "random")):
-            headline[f"test_accuracy_{short}_k{k:g}"] = models_[f"{kind} k={k:g}"]["test_accuracy"]
+            headline[f"test_accuracy_{short}_k{k}"] = models_[f"{kind} k={k}"]["test_accuracy"]
     return headline
 
 
@@ -283,6 +283,9 @@ def save_receptive_fields(table: pd.DataFrame, models_by_name: dict, metrics: di
     written = {"metrics": records.write_metrics(receptive_field_headline_metrics(metrics), out / "metrics.json"),
                "results": records.write_json(metrics, out / "results.json"),
                "sweep": records.write_csv(table, out / "accuracy_vs_density.csv"),
+               "plot_data": records.write_csv(plots.series_table(table, x="density", series="connectivity",
+                                                                 y="test_accuracy"),
+                                              out / "plot_data" / "accuracy_vs_density.csv"),
                "figure": out / "accuracy_vs_density.png", "fields": out / "receptive_fields.png"}
     plots.accuracy_vs_density(table, written["figure"],
                               title=f"784 -> {metrics['params']['hidden_units']} hidden units on {dataset}: "

@@ -107,6 +107,8 @@ def save_surgery(shapes: pd.DataFrame, curve: pd.DataFrame, metrics: dict, laten
                "latency": records.write_json(latency, out / "latency.json"),
                "shapes": records.write_csv(shapes, out / "shapes.csv"),
                "curve": records.write_csv(curve, out / "accuracy_vs_removed.csv"),
+               "plot_data": records.write_csv(plots.series_table(curve, x="removed", series="how", y="accuracy"),
+                                              out / "plot_data" / "accuracy_vs_removed.csv"),
                "figure": out / "accuracy_vs_removed.png"}
     plots.accuracy_vs_removed(curve, written["figure"],
                               title=f"Seed 004's CNN on {dataset}: units of its 512-unit dense layer physically removed (test split)")

@@ -288,6 +288,10 @@ def save_unit_importance(curves: pd.DataFrame, units_mlp: pd.DataFrame, networks
         "units_mlp": records.write_csv(units_mlp, out / "mlp_units.csv"),
         "units_cnn": records.write_csv(units_cnn, out / "cnn_units.csv"),
         "targeted": records.write_csv(targeted, out / "class_targeted.csv"),
+        "plot_data": records.write_csv(
+            plots.series_table(curves, x="fraction", series="randomized", y="accuracy",
+                               names="{:.0%} of labels randomized".format),
+            out / "plot_data" / "ablation_by_randomization.csv"),
     }
     figures = {"curves_figure": (plots.ablation_by_randomization, curves,
                                  f"Cumulative random ablation, both hidden layers, training set ({dataset})"),
