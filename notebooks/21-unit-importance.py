@@ -88,9 +88,7 @@ params = dict(randomized=randomized, seeds=seeds, hidden_units=hidden_units, max
               top_fraction=top_fraction)
 written = steps.save_unit_importance(curves, units_mlp, networks_mlp, units_cnn, targeted, networks_cnn, summary,
                                      params, splits, dataset, results_dir)
-import json
-
-print(json.dumps({k: v for k, v in summary.items() if k != "verdicts"}, indent=1))
+{k: v for k, v in summary.items() if k != "verdicts"}
 
 # %% [markdown]
 # ## Figures (`masklab.plots.ablation_by_randomization`, `selectivity_vs_importance`, `class_drop_heatmap`, `class_targeted_ablation`)

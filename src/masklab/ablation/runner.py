@@ -156,7 +156,7 @@ class AblationRunner:
             if mode == "per_sample":
                 replacement = replacement[None]  # (1, n, ...): the same drawn value for every ablation
             out = grid * mask + (1.0 - mask) * replacement
-        return ops.reshape(out, (k * n,) + per_sample), True
+        return ops.reshape(out, (-1,) + per_sample), True
 
     def _run(self, model, inputs: list, expanded_in: list[bool], k: int, n: int, masks, replacements,
              captured: dict):
@@ -189,8 +189,8 @@ class AblationRunner:
         return [v if expanded[id(t)] else _tile(v, k) for t, v in zip(graph.outputs, result)], True
 
     def _forward(self, inputs, masks, replacements):
-        n = inputs[0].shape[0]
-        k = 1 if masks is None else masks[0].shape[0]
+        n = _size(inputs[0])
+        k = 1 if masks is None else _size(masks[0])
         captured: dict = {}
         outputs, expanded = self._run(self.model, list(inputs), [False] * len(inputs), k, n, masks, replacements,
                                       captured)
@@ -212,17 +212,36 @@ class AblationRunner:
                 self._compiled[key] = self._forward
         return self._compiled[key]
 
+    def _call(self, key, *args):
+        """Calls differ in n (samples per chunk, the last one smaller) and k (masks per chunk). On TensorFlow the
+        function is traced with those leading dimensions left open (k and n are then tensors in ``_forward``), so
+        one trace per call structure serves every chunk instead of one trace per shape."""
+        function = self._function(key)
+        if keras.config.backend() == "tensorflow":
+            import tensorflow as tf
+
+            open_batch = tf.nest.map_structure(
+                lambda t: None if t is None else tf.TensorSpec((None,) + tuple(t.shape[1:]), t.dtype), args)
+            function.get_concrete_function(*open_batch)  # traced once per structure, then looked up
+        return function(*args)
+
     # --- public ---------------------------------------------------------------------------------------------
     def run(self, inputs: list, masks: list[np.ndarray], replacements: list):
         """One compiled call: ``inputs`` ``n`` samples per model input, ``masks`` ``(k, units)`` per target."""
         tensors = [_tensor(a) for a in inputs]
         mask_tensors = [ops.convert_to_tensor(m, "float32") for m in masks]
         replacement_tensors = [None if r is None else ops.convert_to_tensor(r) for r in replacements]
-        return self._function("ablate")(tensors, mask_tensors, replacement_tensors)
+        return self._call("ablate", tensors, mask_tensors, replacement_tensors)
 
     def capture(self, inputs: list):
         """``(target outputs, model outputs)`` of the unablated model on ``inputs``."""
-        return self._function("capture")([_tensor(a) for a in inputs], None, None)
+        return self._call("capture", [_tensor(a) for a in inputs], None, None)
+
+
+def _size(tensor):
+    """The batch dimension: an int, or a scalar tensor inside a trace that left it open."""
+    size = tensor.shape[0]
+    return size if size is not None else ops.shape(tensor)[0]
 
 
 def _tile(value, k: int):
