@@ -7,6 +7,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from masklab import kernel  # noqa: E402
+
 
 def write_idx(path, array: np.ndarray, compress: bool = True) -> None:
     """Write an unsigned-byte IDX file by hand (magic 0x00 0x00 0x08 ndim, big-endian dims, raw bytes)."""
@@ -51,3 +53,17 @@ def isolated_sources(monkeypatch, tmp_path):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
     monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "no-debian-package")
     return tmp_path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def masklab_kernel(tmp_path_factory):
+    """The notebooks name the ``masklab`` kernel and run in it. Its kernelspec is written here by the code that
+    ``make install`` runs (``masklab.kernel.install``), into a temporary folder put first on ``JUPYTER_PATH``: the
+    tests run this checkout's kernel on this Python whether or not ``make install`` ran, and write nothing into the
+    environment."""
+    prefix = tmp_path_factory.mktemp("jupyter")
+    kernel.install(prefix)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("JUPYTER_PATH", os.pathsep.join(filter(None, [str(prefix / "share" / "jupyter"),
+                                                                   os.environ.get("JUPYTER_PATH")])))
+        yield kernel.check_installed()
