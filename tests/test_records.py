@@ -61,3 +61,22 @@ def test_json_and_csv_are_written_the_same_way_every_time(tmp_path):
     assert records.write_json(data, tmp_path / "1.json").read_bytes() == \
         records.write_json(data, tmp_path / "2.json").read_bytes() == b'{\n  "a": [\n    1,\n    null\n  ],\n  "b": 0.5\n}\n'
     assert records.write_csv(table, tmp_path / "t.csv").read_text() == "x,y\n0.33333333,p\n2,q\n"
+
+
+def test_normalized_notebook_names_no_checkout_path(tmp_path):
+    """The same notebook executed in two checkouts (different folders) normalizes to the same bytes."""
+    import json
+
+    normalized = []
+    for checkout in ("a/clone", "b/other place"):
+        root = tmp_path / checkout
+        notebook = {"cells": [], "metadata": {"papermill": {
+            "input_path": "notebooks/10-baseline.py", "output_path": f"{root}/results/executed/x.ipynb",
+            "start_time": "2026-01-01", "duration": 1.5}}, "nbformat": 4, "nbformat_minor": 5}
+        path = root / "x.ipynb"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(notebook))
+        normalized.append(records.normalize_executed_notebook(path, root=root).read_bytes())
+    assert normalized[0] == normalized[1]
+    assert json.loads(normalized[0])["metadata"]["papermill"] == {"input_path": "notebooks/10-baseline.py",
+                                                                    "output_path": "results/executed/x.ipynb"}

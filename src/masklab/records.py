@@ -132,8 +132,12 @@ def normalize_executed_notebook(path: str | os.PathLike, root: str | os.PathLike
     path = Path(path)
     root = f"{Path(root or paths.PROJ_ROOT)}/"
     notebook = json.loads(path.read_text())
+    papermill_metadata = notebook.get("metadata", {}).get("papermill", {})
     for key in _TIMING_KEYS:
-        notebook.get("metadata", {}).get("papermill", {}).pop(key, None)
+        papermill_metadata.pop(key, None)
+    for key in ("input_path", "output_path"):  # where the checkout lies is not a result
+        if isinstance(papermill_metadata.get(key), str):
+            papermill_metadata[key] = papermill_metadata[key].replace(root, "")
 
     def clean(text: str) -> str:
         text = _VOLATILE_LINES.sub("", text)
