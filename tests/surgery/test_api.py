@@ -116,3 +116,21 @@ def test_dependency_group_of_a_layer_without_channels_says_so():
     model, _ = nested_model()
     with pytest.raises(ValueError, match=r"'backbone' .*has no output channels|not part of"):
         surgery.dependency_group(model, "backbone")
+
+
+def test_new_models_traced_drops_only_the_first_trace_warning(caplog):
+    """Inside the block the tensorflow logger drops its "retracing" warning (first traces of new models) and
+    nothing else; outside, that warning passes again."""
+    import logging
+
+    from masklab import surgery
+
+    logger = logging.getLogger("tensorflow")
+    message = "5 out of the last 5 calls to <function f> triggered tf.function retracing. Tracing is expensive"
+    with caplog.at_level(logging.WARNING, logger="tensorflow"):
+        with surgery.new_models_traced():
+            logger.warning(message)
+            logger.warning("another warning")
+        logger.warning(message)
+    texts = [record.getMessage() for record in caplog.records if record.name == "tensorflow"]
+    assert texts == ["another warning", message]

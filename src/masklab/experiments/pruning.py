@@ -27,7 +27,8 @@ def train_model(splits: data.Splits, *, widths, epochs: int, batch_size: int, le
 
 
 def test_accuracy(model: keras.Model, splits: data.Splits) -> float:
-    predictions = model.predict(images(splits.test), batch_size=512, verbose=0)
+    with surgery.new_models_traced():  # every pruned model is new: its predict function is traced once
+        predictions = model.predict(images(splits.test), batch_size=512, verbose=0)
     return float((predictions.argmax(axis=-1) == splits.test.y).mean())
 
 

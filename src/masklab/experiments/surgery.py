@@ -56,8 +56,9 @@ def accuracy_vs_removed(model: keras.Model, splits: data.Splits, layer: str, cou
         draws = [("weight_norm", 0)] + [("random", r) for r in range(repeats)]
         for how, r in draws:
             pruned = surgery.remove_units(model, layer, choose_units(model, layer, n, how, seed + r))
-            rows.append({"removed": int(n), "how": how, "repeat": r,
-                         "accuracy": float((pruned.predict(x, verbose=0, batch_size=512).argmax(-1) == y).mean())})
+            with surgery.new_models_traced():  # a new model per draw: its predict function is traced once
+                accuracy = float((pruned.predict(x, verbose=0, batch_size=512).argmax(-1) == y).mean())
+            rows.append({"removed": int(n), "how": how, "repeat": r, "accuracy": accuracy})
     return pd.DataFrame(rows)
 
 
@@ -111,5 +112,6 @@ def save_surgery(shapes: pd.DataFrame, curve: pd.DataFrame, metrics: dict, laten
                                               out / "plot_data" / "accuracy_vs_removed.csv"),
                "figure": out / "accuracy_vs_removed.png"}
     plots.accuracy_vs_removed(curve, written["figure"],
-                              title=f"Seed 004's CNN on {dataset}: units of its 512-unit dense layer physically removed (test split)")
+                              title=f"Seed 004's CNN on {dataset}: units of its 512-unit dense layer physically "
+                                    f"removed (test split)")
     return written

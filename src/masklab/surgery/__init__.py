@@ -21,7 +21,8 @@ from masklab.surgery.removal import (dependency_group, find_layer, masked_output
                                      remove_units, unit_count, units_by_activation, units_by_weight_norm,
                                      validate_units, verify_equivalence)
 from masklab.surgery.rules import register_channelwise
+from masklab.surgery.verify import new_models_traced
 
 __all__ = ["CRITERIA", "DependencyGraph", "PruneResult", "count_macs", "dependency_group", "layer_macs", "prune", "find_layer", "masked_outputs", "parameter_table",
            "register_channelwise", "remove_heads", "remove_units", "trace", "unit_count", "units_by_activation",
-           "units_by_weight_norm", "validate_units", "verify_equivalence"]
+           "units_by_weight_norm", "validate_units", "verify_equivalence", "new_models_traced"]

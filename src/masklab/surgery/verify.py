@@ -9,6 +9,9 @@ the same outputs up to float round-off; :func:`max_abs_difference` measures it.
 
 from __future__ import annotations
 
+import logging
+from contextlib import contextmanager
+
 import keras
 import numpy as np
 
@@ -227,11 +230,32 @@ def probe_inputs(model, samples: int = 2, seed: int = 0) -> list[np.ndarray] | N
     return arrays
 
 
+class _FirstTracesOfNewModels(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+@contextmanager
+def new_models_traced():
+    """A block that builds and runs new models by design (surgery checks, pruning sweeps). Each new model (and
+    each masked reference) compiles its own function, traced once; TensorFlow's frequent-tracing detector keys
+    its count by the code those functions come from, so it reports these first traces as "retracing" and warns.
+    Inside the block only that message is dropped from the ``tensorflow`` logger; a function that really
+    retraces (one model called with changing shapes) warns outside such blocks as before."""
+    logger, only_that = logging.getLogger("tensorflow"), _FirstTracesOfNewModels()
+    logger.addFilter(only_that)
+    try:
+        yield
+    finally:
+        logger.removeFilter(only_that)
+
+
 def measure(graph: DependencyGraph, removed: np.ndarray, pruned: keras.Model, x, *, heads: dict | None = None,
             batch_size: int = 256) -> tuple[float, float]:
     """``(max |pruned(x) - masked original(x)|, max |masked original(x)|)`` over every output."""
-    reference = MaskedRunner(graph, removed, heads=heads)(x, batch_size=batch_size)
-    return max_abs_difference(reference, pruned, x, batch_size), float(max(np.abs(r).max() for r in reference))
+    with new_models_traced():
+        reference = MaskedRunner(graph, removed, heads=heads)(x, batch_size=batch_size)
+        return max_abs_difference(reference, pruned, x, batch_size), float(max(np.abs(r).max() for r in reference))
 
 
 def differs(difference: float, scale: float) -> bool:
