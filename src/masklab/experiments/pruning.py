@@ -10,7 +10,6 @@ fine-tuning picks its epoch on ``val``; ``test`` only scores.
 from __future__ import annotations
 
 import keras
-import numpy as np
 import pandas as pd
 
 from masklab import data, models, paths, plots, records, surgery, training

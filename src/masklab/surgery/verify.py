@@ -184,16 +184,18 @@ class MaskedRunner:
     def __call__(self, x, batch_size: int = 256) -> list[np.ndarray]:
         """The model's outputs on ``x`` (a list, one array per output)."""
         chunks = []
-        for inputs in self._chunks(x, batch_size):
-            outputs, _ = self._function(inputs)(*inputs)
-            chunks.append([keras.ops.convert_to_numpy(v) for v in outputs])
+        with new_models_traced():  # every runner compiles its own (masked) model
+            for inputs in self._chunks(x, batch_size):
+                outputs, _ = self._function(inputs)(*inputs)
+                chunks.append([keras.ops.convert_to_numpy(v) for v in outputs])
         return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
 
     def statistics(self, x, batch_size: int = 256) -> dict[int, np.ndarray]:
         """``{tensor id: (4, channels) array}`` of sum, sum of |value|, zeros and count per channel on ``x``."""
         totals: dict[int, np.ndarray] = {}
-        for inputs in self._chunks(x, batch_size):
-            _, stats = self._function(inputs)(*inputs)
+        with new_models_traced():
+            chunk_stats = [self._function(inputs)(*inputs)[1] for inputs in self._chunks(x, batch_size)]
+        for stats in chunk_stats:
             for tensor_id, values in zip(self.watched, stats):
                 array = np.stack([np.asarray(keras.ops.convert_to_numpy(v), np.float64) for v in values])
                 totals[tensor_id] = totals.get(tensor_id, 0) + array
@@ -208,7 +210,8 @@ def max_abs_difference(reference: list[np.ndarray], pruned: keras.Model, x, batc
         structured = arrays[0] if len(arrays) == 1 else arrays
     else:
         structured = keras.tree.pack_sequence_as(struct, arrays)
-    result = flat_outputs(pruned.predict(structured, verbose=0, batch_size=validate_batch_size(batch_size)))
+    with new_models_traced():  # a pruned model is new: its predict function is traced once
+        result = flat_outputs(pruned.predict(structured, verbose=0, batch_size=validate_batch_size(batch_size)))
     return float(max(np.abs(np.asarray(r, np.float64) - np.asarray(p, np.float64)).max()
                      for r, p in zip(reference, result)))
 
