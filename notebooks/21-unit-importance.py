@@ -18,7 +18,7 @@
 
 # %% tags=["parameters"]
 dataset = "mnist_5k"          # params.yaml: datasets
-randomized = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]  # unit_importance.randomized: share of training labels randomized
+randomized = [0.0, 0.25, 0.5, 0.75, 1.0]  # unit_importance.randomized: share of training labels randomized
 seeds = [0, 1, 2]               # unit_importance.seeds: one network per seed and level
 hidden_units = 256            # unit_importance.hidden_units: 784-H-H-10 MLP
 max_epochs = 100              # unit_importance.max_epochs

@@ -25,18 +25,32 @@ n_val = 500              # sparse_pathways.n_val
 n_test = 1000            # sparse_pathways.n_test
 activation = "tanh"      # sparse_pathways.activation of the hidden layer
 l2 = 0.01                # sparse_pathways.l2 on every model's hidden kernel
+fan_scaling = "full"     # sparse_pathways.fan_scaling of the SparseDense models' initial weights (SparseDense)
 epochs = 20              # sparse_pathways.epochs
 batch_size = 128         # sparse_pathways.batch_size
 learning_rate = 0.001    # sparse_pathways.learning_rate (Adam)
 seed = 0                 # sparse_pathways.seed: data, memberships, initial weights
+hierarchy_n_genes = 2000               # sparse_pathways.hierarchy_n_genes: multi-level network (P-NET style)
+hierarchy_levels = [100, 20, 5]        # sparse_pathways.hierarchy_levels: units per level (pathways first)
+hierarchy_density = 0.02               # sparse_pathways.hierarchy_density: genes per pathway / all genes
+hierarchy_loading = 1.0                # sparse_pathways.hierarchy_loading
+hierarchy_label_noise = 0.3            # sparse_pathways.hierarchy_label_noise
+hierarchy_n_train = 2000               # sparse_pathways.hierarchy_n_train
+hierarchy_n_val = 500                  # sparse_pathways.hierarchy_n_val
+hierarchy_n_test = 1000                # sparse_pathways.hierarchy_n_test
+hierarchy_epochs = 20                  # sparse_pathways.hierarchy_epochs
+hierarchy_seeds = [0, 1, 2]            # sparse_pathways.hierarchy_seeds: one problem and four models per seed
 update_results = False   # True: write results/ and models/ (dvc repro sets it); False: scratch/
 results_dir = None       # None: results/sparse_connectivity/pathways/, under scratch/ unless update_results
+hierarchy_results_dir = None  # None: results/sparse_connectivity/hierarchy/, under scratch/ unless update_results
 
 # %%
 from masklab import paths
-from masklab.experiments import sparse
+from masklab.experiments import hierarchy, sparse
 
 results_dir = paths.output_dirs("sparse_connectivity", "pathways", update_results, results_dir).results
+hierarchy_results_dir = paths.output_dirs("sparse_connectivity", "hierarchy", update_results,
+                                          hierarchy_results_dir).results
 
 # %%
 problem = sparse.pathway_problem(n_genes=n_genes, n_pathways=n_pathways, density=density, n_causal=n_causal,
@@ -49,7 +63,7 @@ problem.summary()
 
 # %%
 results = sparse.train_pathway_models(problem, activation=activation, l2=l2, epochs=epochs, batch_size=batch_size,
-                                      learning_rate=learning_rate, seed=seed)
+                                      learning_rate=learning_rate, seed=seed, fan_scaling=fan_scaling)
 table = sparse.pathway_model_table(results, problem)
 table
 
@@ -77,7 +91,7 @@ knockout.nlargest(2 * n_causal, "accuracy_drop")
 # %%
 params = dict(n_genes=n_genes, n_pathways=n_pathways, density=density, n_causal=n_causal, loading=loading,
               label_noise=label_noise, n_train=n_train, n_val=n_val, n_test=n_test, activation=activation, l2=l2,
-              epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed)
+              fan_scaling=fan_scaling, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed)
 metrics = sparse.pathway_metrics(table, knockout, saliency, problem, params)
 written = sparse.save_pathways(table, knockout, saliency, metrics, results_dir)
 written
@@ -88,3 +102,39 @@ written
 # %%
 from IPython.display import Image
 Image(filename=str(written["figure"]))
+
+# %% [markdown]
+# ## Multi-level pathway networks: genes -> pathways -> parent pathways -> top-level pathways
+#
+# P-NET, BINN and KPNN stack one sparse layer per level of a pathway hierarchy. `masklab.layers.connectivity_hierarchy(memberships, genes)` turns one child -> parent membership table per level into one connectivity per level, and `masklab.models.sparse_hierarchy_mlp` stacks a `SparseDense` layer on each (`level_1`, `level_2`, ...).
+#
+# Synthetic again: a random tree of pathways over overlapping gene sets; the label depends on **one** pathway's activity, hence on one parent and one top-level pathway above it (the causal path). For each seed: a fresh problem, the network trained on the true hierarchy, and a **shuffled control** of the same sizes (pathways keep their sizes with random genes; parents keep their number of children, drawn at random). Knock-out switches off one unit at a time, level by level, and measures the rise of the test loss.
+#
+# The same runs compare three ways to scale the initial weights (`SparseDense(fan_scaling=...)`): the full shape as `Dense` does (the default), each unit's real fan-in, and the flat nnz vector as P-NET's `SparseTF` does. Knock-out and the control use the default.
+
+# %%
+hierarchy_tables = hierarchy.run_hierarchy(
+    n_genes=hierarchy_n_genes, level_sizes=hierarchy_levels, density=hierarchy_density, loading=hierarchy_loading,
+    label_noise=hierarchy_label_noise, n_train=hierarchy_n_train, n_val=hierarchy_n_val, n_test=hierarchy_n_test,
+    activation=activation, epochs=hierarchy_epochs, batch_size=batch_size, learning_rate=learning_rate,
+    seeds=hierarchy_seeds)
+hierarchy_tables["path"]
+
+# %%
+hierarchy_params = dict(n_genes=hierarchy_n_genes, level_sizes=hierarchy_levels, density=hierarchy_density,
+                        loading=hierarchy_loading, label_noise=hierarchy_label_noise, n_train=hierarchy_n_train,
+                        n_val=hierarchy_n_val, n_test=hierarchy_n_test, activation=activation,
+                        epochs=hierarchy_epochs, batch_size=batch_size, learning_rate=learning_rate,
+                        seeds=hierarchy_seeds)
+hierarchy_metrics = hierarchy.hierarchy_metrics(hierarchy_tables, hierarchy_params)
+hierarchy_written = hierarchy.save_hierarchy(hierarchy_tables, hierarchy_metrics, hierarchy_results_dir)
+hierarchy_metrics["verdicts"]
+
+# %% [markdown]
+# ## Figures (`masklab.plots.hierarchy_knockout`, `masklab.plots.fan_scaling`)
+
+# %%
+Image(filename=str(hierarchy_written["knockout_figure"]))
+
+# %%
+Image(filename=str(hierarchy_written["init_figure"]))

@@ -16,7 +16,8 @@ import pytest
 from masklab import ablation, surgery, training
 from masklab import models
 from masklab.layers import (Connectivity, NeuronMask, NSDropout, NSDropoutPredictor, NSDropoutRefresh, SparseDense,
-                            keep_from_off, keep_mask, keep_masks, local_receptive_fields, validate_mask)
+                            connectivity_hierarchy, keep_from_off, keep_mask, keep_masks, local_receptive_fields,
+                            validate_mask)
 
 L = keras.layers
 NAN = float("nan")
@@ -59,6 +60,12 @@ X_NAN = X.copy()
 X_NAN[3, 2] = np.nan
 ONES = np.ones((1, 8), "float32")
 BUILD = mlp
+
+
+def built_sparse(matrix=None):
+    layer = SparseDense(2, np.ones((3, 2)) if matrix is None else matrix)
+    layer.build((None, 3))
+    return layer
 
 
 def unbuilt(layer, method, *args):
@@ -133,6 +140,18 @@ CASES = [
     Case("Connectivity/names", lambda: Connectivity(np.ones((3, 2)), input_names=["a"]), "input_names", "'a'"),
     Case("SparseDense/effective_kernel unbuilt",
          unbuilt(SparseDense(2, np.ones((3, 2)), name="s1"), "effective_kernel"), "effective_kernel", "'s1'"),
+    Case("SparseDense/fan_scaling", lambda: SparseDense(2, np.ones((3, 2)), fan_scaling="fan_avg"), "fan_scaling",
+         "'fan_avg'"),
+    Case("SparseDense/auto_storage", lambda: SparseDense(2, np.ones((3, 2)), auto_storage="csr"), "auto_storage",
+         "'csr'"),
+    Case("SparseDense/set_kernel shape", lambda: built_sparse().set_kernel(np.ones((2, 3))), "kernel",
+         r"shape \(2, 3\)"),
+    Case("SparseDense/set_kernel off the mask", lambda: built_sparse(np.eye(3, 2)).set_kernel(np.ones((3, 2))),
+         "kernel", "non-zero entries off"),
+    Case("connectivity_hierarchy/unknown child", lambda: connectivity_hierarchy(
+        [[("a", "p")], [("q", "top")]], ["a"]), "memberships", "'q'"),
+    Case("sparse_hierarchy_mlp/levels do not chain", lambda: models.sparse_hierarchy_mlp(
+        [np.ones((4, 3)), np.ones((2, 2))]), "connectivities", r"\(2, 2\)"),
     Case("local_receptive_fields/patch 2.5", lambda: local_receptive_fields(8, 8, 4, 2.5, 0), "patch", "2.5"),
     Case("local_receptive_fields/patch 0", lambda: local_receptive_fields(8, 8, 4, 0, 0), "patch", "patch=0"),
     Case("local_receptive_fields/patch 9", lambda: local_receptive_fields(8, 8, 4, 9, 0), "patch", "patch=9"),

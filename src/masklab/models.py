@@ -30,17 +30,45 @@ def mlp(input_dim: int = 784, hidden_units: int | Sequence[int] = (600,), num_cl
 
 
 def sparse_mlp(connectivity, num_classes: int = 10, *, activation: str = "relu", implementation: str = "auto",
-               kernel_regularizer=None, name: str = "sparse_mlp") -> keras.Model:
+               kernel_regularizer=None, fan_scaling=None, name: str = "sparse_mlp") -> keras.Model:
     """``input_dim -> SparseDense(units, connectivity) -> num_classes`` softmax MLP (seed 003).
 
     ``connectivity``: anything ``masklab.layers.as_connectivity`` reads; its shape fixes input_dim and units.
-    The sparse layer is named ``hidden_1`` (so ablation and surgery address it like the dense MLP's).
+    The sparse layer is named ``hidden_1`` (so ablation and surgery address it like the dense MLP's);
+    ``fan_scaling``: see ``SparseDense``.
     """
     connectivity = as_connectivity(connectivity)
     hidden = SparseDense(connectivity.units, connectivity, activation=activation, implementation=implementation,
-                         kernel_regularizer=kernel_regularizer, name="hidden_1")
+                         kernel_regularizer=kernel_regularizer, fan_scaling=fan_scaling, name="hidden_1")
     inputs = keras.Input((connectivity.input_dim,), name="inputs")
     outputs = keras.layers.Dense(num_classes, activation="softmax", name="output")(hidden(inputs))
+    return keras.Model(inputs, outputs, name=name)
+
+
+def sparse_hierarchy_mlp(connectivities: Sequence, num_classes: int = 2, *, activation: str = "tanh",
+                         implementation: str = "auto", kernel_regularizer=None, fan_scaling=None,
+                         name: str = "sparse_hierarchy") -> keras.Model:
+    """A P-NET-style multi-level network: one ``SparseDense`` per connectivity (e.g. the list
+    ``masklab.layers.connectivity_hierarchy`` returns: genes -> pathways -> parent pathways -> ...), then a
+    ``num_classes`` softmax head on the top level. Layers ``level_1``, ``level_2``, ... and ``output``.
+
+    Consecutive connectivities must chain: level ``k``'s units are level ``k + 1``'s inputs (same count, and the
+    same names where both have names)."""
+    connectivities = [as_connectivity(c) for c in connectivities]
+    if not connectivities:
+        raise ValueError("connectivities must hold at least one level. Received: an empty list")
+    for k, (below, above) in enumerate(zip(connectivities, connectivities[1:]), start=1):
+        if below.units != above.input_dim or (below.unit_names and above.input_names
+                                              and below.unit_names != above.input_names):
+            raise ValueError(f"connectivities[{k - 1}] has {below.units} units but connectivities[{k}] expects "
+                             f"{above.input_dim} inputs (or the names differ): the levels must chain. Received "
+                             f"shapes {[c.shape for c in connectivities]}")
+    inputs = keras.Input((connectivities[0].input_dim,), name="inputs")
+    x = inputs
+    for k, connectivity in enumerate(connectivities, start=1):
+        x = SparseDense(connectivity.units, connectivity, activation=activation, implementation=implementation,
+                        kernel_regularizer=kernel_regularizer, fan_scaling=fan_scaling, name=f"level_{k}")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="output")(x)
     return keras.Model(inputs, outputs, name=name)
 
 

@@ -44,7 +44,8 @@ NOTEBOOKS = {
 WITHOUT_DATASET = {"sparse_pathways"}
 # notebook parameters that params.yaml does not set: the dataset and update_results (run-notebook sets both),
 # locations (None = the project's folders) and the baseline's verbosity
-LOCATION_PARAMETERS = {"dataset", "update_results", "data_dir", "results_dir", "models_dir", "verbose"}
+LOCATION_PARAMETERS = {"dataset", "update_results", "data_dir", "results_dir", "models_dir", "verbose",
+                       "hierarchy_results_dir"}
 
 
 class StageError(ValueError):

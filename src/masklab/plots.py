@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -49,6 +50,10 @@ WORDS = {
     "conv_1": "conv layer 1",
     "conv_2": "conv layer 2",
     "dense_512": "512-unit dense layer",
+    # SparseDense fan scaling (masklab.layers.sparse_dense.FAN_SCALINGS)
+    "connected": "each unit's real fan-in",
+    "full": "full shape (as Dense)",
+    "nnz": "flat nnz vector (P-NET)",
 }
 # the mask names of masklab.experiments.masks.example_masks, said in words
 MASK_WORDS = (
@@ -216,6 +221,70 @@ def pathway_task(models: pd.DataFrame, knockout: pd.DataFrame, saliency: pd.Data
     ax_drop.set_xlabel("hidden unit (one per pathway), sorted by drop")
     ax_drop.set_ylabel("test accuracy drop when switched off")
     ax_drop.set_title("true-pathway model: one unit off at a time", fontsize=10)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return fig
+
+
+def hierarchy_knockout(path_table: pd.DataFrame, path: str | os.PathLike, *, title: str = "") -> plt.Figure:
+    """One panel per level of a multi-level pathway network (``masklab.experiments.hierarchy.knockout_summary``
+    rows): increase of the test loss when the causal unit is switched off, next to the largest increase of any
+    other unit of that level; one point per seed, for the true hierarchy and the shuffled control."""
+    sns.set_theme(style="whitegrid")
+    long = path_table.melt(id_vars=["seed", "hierarchy", "level"],
+                           value_vars=["causal_loss_increase", "largest_other_loss_increase"], var_name="unit",
+                           value_name="loss_increase")
+    long["unit"] = long["unit"].map({"causal_loss_increase": "causal unit",
+                                     "largest_other_loss_increase": "largest other unit"})
+    long["hierarchy"] = long["hierarchy"].map({"true": "true hierarchy", "shuffled": "shuffled control"})
+    levels = sorted(long["level"].unique())
+    fig, axes = plt.subplots(1, len(levels), figsize=(4.2 * len(levels), 4), sharey=True, squeeze=False)
+    for ax, level in zip(axes[0], levels):
+        sns.stripplot(data=long[long["level"] == level], x="hierarchy", y="loss_increase", hue="unit", dodge=True,
+                      order=["true hierarchy", "shuffled control"], hue_order=["causal unit", "largest other unit"],
+                      palette=["tab:red", "tab:gray"], size=7, jitter=0.15, ax=ax, legend=ax is axes[0][-1])
+        ax.set_title(f"level {level}" + (" (pathways)" if level == 1 else ""), fontsize=10)
+        ax.set_xlabel("")
+        ax.set_ylabel("test cross-entropy increase when switched off")
+    if axes[0][-1].get_legend() is not None:
+        sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.01, 1.0), title="", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return fig
+
+
+def fan_scaling(init: pd.DataFrame, models: pd.DataFrame, path: str | os.PathLike, *, title: str = "") -> plt.Figure:
+    """Two panels (``masklab.experiments.hierarchy.run_hierarchy``): std of each level's output at
+    initialization per fan scaling (mean over seeds, log scale); test accuracy after training per fan scaling
+    (one point per seed, the shuffled control for reference)."""
+    sns.set_theme(style="whitegrid")
+    fig, (ax_init, ax_accuracy) = plt.subplots(1, 2, figsize=(13.5, 4.8))
+    order = list(dict.fromkeys(init["fan_scaling"]))
+    shown = init.assign(fan_scaling=init["fan_scaling"].map(words))
+    sns.lineplot(data=shown, x="level", y="output_std", hue="fan_scaling", hue_order=[words(f) for f in order],
+                 marker="o", errorbar=None, ax=ax_init)
+    ax_init.set_yscale("log")
+    ax_init.set_xticks(sorted(init["level"].unique()))
+    ax_init.set_xlabel("level (1: pathways)")
+    ax_init.set_ylabel("std of the level's output at initialization")
+    ax_init.legend(title="initial weights scaled by", fontsize=8, title_fontsize=8)
+    runs = models.assign(run=[words(f) if h == "true" else f"shuffled control ({words(f)})"
+                              for h, f in zip(models["hierarchy"], models["fan_scaling"])])
+    run_order = list(dict.fromkeys([words(f) for f in order] + list(runs["run"])))
+    sns.stripplot(data=runs, x="run", y="test_accuracy", order=run_order, color="tab:blue", size=7, jitter=0.1,
+                  ax=ax_accuracy)
+    means = runs.groupby("run")["test_accuracy"].mean()
+    ax_accuracy.hlines([means[r] for r in run_order], [i - 0.3 for i in range(len(run_order))],
+                       [i + 0.3 for i in range(len(run_order))], colors="black", linewidth=2, label="mean over seeds")
+    ax_accuracy.set_xticks(range(len(run_order)), [textwrap.fill(r, 16) for r in run_order])
+    ax_accuracy.legend(fontsize=8)
+    ax_accuracy.set_xlabel("")
+    ax_accuracy.set_ylabel("test accuracy (one point per seed)")
+    ax_accuracy.tick_params(axis="x", labelsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

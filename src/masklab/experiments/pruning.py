@@ -34,8 +34,10 @@ def test_accuracy(model: keras.Model, splits: data.Splits) -> float:
 def fine_tune(model: keras.Model, splits: data.Splits, *, epochs: int, batch_size: int, learning_rate: float,
               seed: int) -> training.TrainResult:
     """Train ``model`` (a fresh compile: new optimizer state) ``epochs`` more epochs; epoch chosen on ``val``."""
-    return training.train(model, (images(splits.train), splits.train.y), (images(splits.val), splits.val.y),
-                          epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed, verbose=0)
+    with surgery.new_models_traced():  # every pruned model is new: its train function is traced once
+        return training.train(model, (images(splits.train), splits.train.y), (images(splits.val), splits.val.y),
+                              epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+                              verbose=0)
 
 
 PHASES = ("pruned", "recalibrated", "fine-tuned")

@@ -120,16 +120,18 @@ def _fit(build, train, val, *, epochs, batch_size, learning_rate, seed, name: st
 
 
 def train_pathway_models(problem: PathwayProblem, *, activation: str, l2: float, epochs: int, batch_size: int,
-                         learning_rate: float, seed: int) -> dict[str, training.TrainResult]:
+                         learning_rate: float, seed: int, fan_scaling: str = "full") -> dict[str, training.TrainResult]:
     """The same 2-class head on three hidden layers of 230 units: SparseDense with the true memberships,
     SparseDense with shuffled memberships of the same sizes, and a plain Dense layer (all 9180 x 230 weights).
-    All three get the same L2 penalty ``l2`` on the hidden kernel."""
+    All three get the same L2 penalty ``l2`` on the hidden kernel; ``fan_scaling`` is the SparseDense models'
+    (``SparseDense``: how a variance-scaling initializer sees the fans)."""
     n_classes = 2
     hidden = dict(activation=activation, kernel_regularizer=keras.regularizers.L2(l2) if l2 else None)
+    sparse_init = dict(hidden, fan_scaling=fan_scaling)
     builders = {
-        "true pathways": lambda: models.sparse_mlp(problem.connectivity, n_classes, **hidden),
+        "true pathways": lambda: models.sparse_mlp(problem.connectivity, n_classes, **sparse_init),
         "shuffled pathways": lambda: models.sparse_mlp(shuffled_memberships(problem.connectivity, seed + 2),
-                                                       n_classes, **hidden),
+                                                       n_classes, **sparse_init),
         "dense": lambda: models.mlp(problem.connectivity.input_dim, problem.connectivity.units, n_classes,
                                     **hidden),
     }

@@ -1,7 +1,7 @@
 """Keras 3 layers of masklab, registered serializable under the package name ``masklab``."""
 
 from masklab.layers.connectivity import (Connectivity, as_connectivity, connectivity_from_pairs,
-                                         local_receptive_fields)
+                                         connectivity_hierarchy, local_receptive_fields)
 from masklab.layers.neuron_mask import (NeuronMask, dropped_units, keep_from_off, keep_mask, keep_masks,
                                         validate_mask)
 from masklab.layers.nsdropout import (NSDropout, NSDropoutPredictor, NSDropoutRefresh, class_means,
@@ -9,6 +9,7 @@ from masklab.layers.nsdropout import (NSDropout, NSDropoutPredictor, NSDropoutRe
 from masklab.layers.sparse_dense import SparseDense
 
 __all__ = ["Connectivity", "NSDropout", "NSDropoutPredictor", "NSDropoutRefresh", "NeuronMask", "SparseDense",
-           "as_connectivity", "class_means", "connectivity_from_pairs", "decide_from_all_masks", "dropped_units",
+           "as_connectivity", "class_means", "connectivity_from_pairs", "connectivity_hierarchy",
+           "decide_from_all_masks", "dropped_units",
            "keep_from_off", "keep_mask", "keep_masks", "local_receptive_fields", "masks_from_differences",
            "predict_classes", "validate_mask"]

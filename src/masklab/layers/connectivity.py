@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -248,3 +249,54 @@ def local_receptive_fields(height: int, width: int, units: int, patch: int, seed
               (cols >= left[:, None, None]) & (cols < left[:, None, None] + patch))  # (units, height, width)
     matrix = np.repeat(inside[..., None], channels, axis=-1).reshape(units, -1).T
     return _validated(matrix, source=f"local_receptive_fields(patch={patch})")
+
+
+def connectivity_hierarchy(memberships, inputs, levels=None) -> list[Connectivity]:
+    """One connectivity per level of a child -> parent hierarchy: genes -> pathways -> parent pathways -> ...
+    (P-NET, BINN, KPNN). Stack one ``SparseDense`` per returned connectivity (``models.sparse_hierarchy_mlp``).
+
+    Args:
+        memberships: a list with one membership table per level, each of ``(child_name, parent_name)`` rows as
+            ``connectivity_from_pairs`` takes them (2-tuples, a two-column DataFrame or array). Level 0's
+            children are the model's inputs; level ``k``'s children are level ``k - 1``'s parents.
+        inputs: the input names in the order of the model's features (level 0's rows).
+        levels: optional list with the unit names of each level, in the order the layer's units should have;
+            default: each level's parent names sorted.
+
+    Returns ``[Connectivity(inputs x level 0), Connectivity(level 0 x level 1), ...]`` with names; level ``k``'s
+    ``unit_names`` are level ``k + 1``'s ``input_names``. A child at level ``k`` that is not a unit of level
+    ``k - 1`` (or not an input) is an error; a unit that has no parent at the next level is a dead end (nothing
+    it computes reaches the top) and is warned about by name.
+    """
+    if hasattr(memberships, "to_numpy") or not isinstance(memberships, (list, tuple)) or not memberships:
+        raise ValueError(f"memberships must be a non-empty list with one (child, parent) table per level. "
+                         f"Received: {type(memberships).__name__}")
+    first = memberships[0]
+    if isinstance(first, (tuple, list)) and len(first) == 2 and all(isinstance(n, str) for n in first):
+        raise ValueError(f"memberships must be a list of tables, one per level; received a single table of "
+                         f"(child, parent) pairs (first row {tuple(first)}): wrap it in a list")
+    if levels is not None and len(levels) != len(memberships):
+        raise ValueError(f"levels must give one list of unit names per membership table ({len(memberships)}). "
+                         f"Received: {len(levels)} lists")
+    connectivities, children = [], [str(n) for n in inputs]
+    for level, table in enumerate(memberships):
+        rows = np.asarray(table.to_numpy() if hasattr(table, "to_numpy") else list(table), dtype=object)
+        if rows.ndim != 2 or rows.shape[1] != 2 or not len(rows):
+            raise ValueError(f"memberships[{level}] must be a non-empty table of (child_name, parent_name) rows. "
+                             f"Received: shape {rows.shape}")
+        parents = ([str(n) for n in levels[level]] if levels is not None
+                   else sorted({str(n) for n in rows[:, 1]}))
+        try:
+            connectivity = connectivity_from_pairs(rows, children, parents)
+        except ValueError as error:
+            what = "inputs" if level == 0 else f"level {level - 1}'s units (memberships[{level - 1}]'s parents)"
+            raise ValueError(f"memberships[{level}]: children must be {what}. {error}") from None
+        connectivities.append(connectivity)
+        children = parents
+    for level, (connectivity, above) in enumerate(zip(connectivities, connectivities[1:])):
+        dead = np.flatnonzero(~above.matrix.any(axis=1))
+        if dead.size:
+            names = [connectivity.unit_names[j] for j in dead[:10]]
+            warnings.warn(f"connectivity_hierarchy: {dead.size} units of level {level} have no parent at level "
+                          f"{level + 1} (first: {names}); nothing they compute reaches the output.", stacklevel=2)
+    return connectivities

@@ -240,7 +240,7 @@ class _FirstTracesOfNewModels(logging.Filter):
 
 @contextmanager
 def new_models_traced():
-    """A block that builds and runs new models by design (surgery checks, pruning sweeps). Each new model (and
+    """A block that builds and runs new models by design (surgery checks, pruning sweeps, NSDropout runs). Each new model (and
     each masked reference) compiles its own function, traced once; TensorFlow's frequent-tracing detector keys
     its count by the code those functions come from, so it reports these first traces as "retracing" and warns.
     Inside the block only that message is dropped from the ``tensorflow`` logger; a function that really
