@@ -20,7 +20,7 @@ def test_every_stage_takes_its_parameters_from_params_yaml_as_typed_values():
         values = pipeline.stage_parameters(stage, dataset)
         assert {k: v for k, v in values.items() if k not in ("dataset", "update_results")} == params[stage]
         assert values["update_results"] is True  # run-notebook (dvc repro) writes results/ and models/
-    assert pipeline.stage_parameters("pruning", "mnist_5k")["fractions"] == [0.0, 0.2, 0.4, 0.6, 0.8]
+    assert pipeline.stage_parameters("pruning", "mnist_5k")["fractions"] == [0.0, 0.25, 0.5, 0.75]
 
 
 def test_every_notebook_writes_scratch_unless_asked_to_update_results():

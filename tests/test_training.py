@@ -37,6 +37,22 @@ def test_two_runs_with_the_same_seed_are_identical(tiny_problem):
     assert not a.history[["loss"]].equals(c.history[["loss"]])
 
 
+def test_steps_per_execution_changes_no_number(tiny_problem):
+    """Several steps per compiled call (the default, 32): the same weights and history as one step per call, and
+    as a plain model.fit of the same model."""
+    train_data, val_data = tiny_problem
+    runs = [training.train(build, train_data, val_data, epochs=3, batch_size=32, seed=7, verbose=0,
+                           steps_per_execution=spe, restore_best=False) for spe in (1, None)]
+    keras.utils.set_random_seed(7)
+    plain = build()
+    plain.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    plain.fit(*train_data, batch_size=32, epochs=3, verbose=0)
+    for run in runs:
+        for w, reference in zip(run.model.get_weights(), plain.get_weights()):
+            np.testing.assert_array_equal(w, reference)
+    assert runs[0].history.equals(runs[1].history)
+
+
 def test_best_epoch_is_chosen_on_val_and_its_weights_restored(tiny_problem):
     train_data, val_data = tiny_problem
     result = training.train(build, train_data, val_data, epochs=6, batch_size=16, seed=1, learning_rate=0.05,
@@ -72,6 +88,7 @@ def test_a_compiled_model_keeps_its_own_settings(tiny_problem):
 @pytest.mark.parametrize("kwargs, match", [
     (dict(monitor="accuracy"), "monitor='accuracy'"),
     (dict(epochs=0), "epochs=0"),
+    (dict(steps_per_execution=0), "steps_per_execution=0"),
 ])
 def test_bad_arguments_are_refused(tiny_problem, kwargs, match):
     train_data, val_data = tiny_problem
