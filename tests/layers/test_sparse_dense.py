@@ -413,3 +413,68 @@ def test_fan_scaling_is_checked_and_saved(mask):
     assert SparseDense(UNITS, mask).fan_scaling == "full"
     with pytest.raises(ValueError, match=r"fan_scaling='connected' applies to variance-scaling"):
         SparseDense(UNITS, mask, fan_scaling="connected", kernel_initializer="zeros")
+
+
+# --- the JAX backend (a subprocess: one backend per process) ----------------------------------------------------
+JAX_SCRIPT = """
+import json, os
+os.environ["KERAS_BACKEND"] = "jax"
+import jax, jax.numpy as jnp, keras, numpy as np
+from masklab.layers import SparseDense
+
+rng = np.random.default_rng(0)
+mask = rng.random((300, 20)) < 0.01
+mask[0] = True
+x = rng.normal(size=(64, 300)).astype("float32")
+upstream = rng.normal(size=(64, 20)).astype("float32")
+report = {}
+for implementation in ("dense", "sparse", "auto"):
+    keras.utils.set_random_seed(1)
+    layer = SparseDense(20, mask, implementation=implementation, bias_initializer="random_normal")
+    layer.build((None, 300))
+    kernel, bias = np.asarray(layer.kernel), np.asarray(layer.bias)
+    forward = float(np.abs(np.asarray(layer(x)) - (x @ kernel + bias)).max())
+    trainable = [v.value for v in layer.trainable_variables]
+    def loss(weights, inputs):
+        outputs, _ = layer.stateless_call(weights, [v.value for v in layer.non_trainable_variables], inputs)
+        return jnp.sum(outputs * upstream)
+    weight_grads, input_grad = jax.grad(loss, argnums=(0, 1))(trainable, jnp.asarray(x))
+    by_hand = x.T @ upstream                                  # d/dkernel, full
+    if layer.implementation == "dense":
+        kernel_grad = np.asarray(weight_grads[0])
+        off_mask = int(np.count_nonzero(kernel_grad[~mask]))
+        kernel_error = float(np.abs(kernel_grad - by_hand * mask).max())
+    else:
+        inputs_of, units_of = layer.connections.T
+        off_mask = 0
+        kernel_error = float(np.abs(np.asarray(weight_grads[0]) - by_hand[inputs_of, units_of]).max())
+    input_error = float(np.abs(np.asarray(input_grad) - upstream @ kernel.T).max())
+    model = keras.Sequential([keras.Input((300,)), SparseDense(20, mask, implementation=implementation,
+                                                              activation="relu"), keras.layers.Dense(2)])
+    model.compile(keras.optimizers.Adam(0.01), "mse")
+    before = np.asarray(model.layers[0].kernel).copy()
+    model.fit(x, rng.normal(size=(64, 2)).astype("float32"), batch_size=16, epochs=2, verbose=0)
+    after = np.asarray(model.layers[0].kernel)
+    report[implementation] = dict(storage=layer.implementation, forward=forward, kernel_grad=kernel_error,
+                                  input_grad=input_error, off_mask_grad=off_mask,
+                                  off_mask_after_fit=int(np.count_nonzero(after[~mask])),
+                                  trained=bool(not np.allclose(before[mask], after[mask])))
+print(json.dumps(report))
+"""
+
+
+def test_the_jax_backend_matches_numpy():
+    """Outputs, the kernel's (or values') gradient and the input gradient on Keras' JAX backend, by hand in
+    NumPy; fit under JAX's jit keeps every off-mask weight at 0."""
+    pytest.importorskip("jax")
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", JAX_SCRIPT], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["auto"]["storage"] == "sparse" and report["dense"]["storage"] == "dense"
+    for implementation, row in report.items():
+        assert row["forward"] < 1e-5 and row["kernel_grad"] < 1e-4 and row["input_grad"] < 1e-4, (implementation, row)
+        assert row["off_mask_grad"] == 0 and row["off_mask_after_fit"] == 0 and row["trained"], (implementation, row)

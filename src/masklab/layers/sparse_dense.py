@@ -222,6 +222,7 @@ class SparseDense(keras.layers.Layer):
                                     constraint=self.bias_constraint) if self.use_bias else None
 
     def _mask_kernel(self, kernel):
+        kernel = ops.convert_to_tensor(kernel)  # a Variable (the JAX backend's ops need the value)
         return ops.where(self.connectivity.matrix, kernel, ops.zeros_like(kernel))
 
     def _scatter(self, values):
