@@ -3,6 +3,14 @@ import os
 import struct
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# The suite runs once per Keras backend (make test: TensorFlow, then JAX). On JAX the CPU shows up as two devices,
+# so the keras.distribution tests have two to split work over; it changes nothing for the others (device 0 is the
+# default). The flag is only set for JAX: TensorFlow's XLA rejects it.
+BACKEND = os.environ.get("KERAS_BACKEND", "tensorflow")
+# The tests' arrays are tiny, so XLA's compile time dominates on JAX: LLVM's optimization level 0 (the same
+# programs, less optimized machine code) halves it.
+if BACKEND == "jax":
+    os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=0")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -27,6 +35,30 @@ def random_image_set(rng, n_train, n_test, image_shape=(28, 28), num_classes=10)
     x_train = rng.integers(0, 256, (n_train, *image_shape), dtype=np.uint8)
     x_test = rng.integers(0, 256, (n_test, *image_shape), dtype=np.uint8)
     return x_train, y_train, x_test, y_test
+
+
+def pytest_report_header(config):
+    return f"keras backend: {BACKEND}"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--backend-independent", choices=("run", "skip"), default=None,
+                     help="run the tests marked backend_independent (default: run under TensorFlow, skip under "
+                          "other backends). make test runs them in its JAX process, which has less to do.")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Leave out what this backend's run does not need: the tests that compute nothing with Keras
+    (``backend_independent``: data files, DVC, plots, packaging, sweeps; run once), and on a backend other than
+    TensorFlow those about TensorFlow itself or run on it by design (``tensorflow_only``: tf.distribute, string
+    tensors, the pipeline's notebooks) and the largest networks (``large_network``: compile time)."""
+    independent = config.getoption("--backend-independent") or ("run" if BACKEND == "tensorflow" else "skip")
+    markers = (("backend_independent",) if independent == "skip" else ()) + \
+        (("tensorflow_only", "large_network") if BACKEND != "tensorflow" else ())
+    left_out = [item for item in items if any(item.get_closest_marker(marker) for marker in markers)]
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = [item for item in items if item not in left_out]
 
 
 @pytest.fixture

@@ -346,6 +346,16 @@ CASES = [
     Case("train/not a pair", lambda: training.train(BUILD, X, (X, Y), epochs=1), "train_data", "ndarray"),
     Case("train/empty val", lambda: training.train(BUILD, (X, Y), (X[:0], Y[:0]), epochs=1), "val_data",
          "0 labels"),
+    Case("train/distribution str", lambda: training.train(BUILD, (X, Y), (X, Y), epochs=1, distribution="dp"),
+         "distribution", "str"),
+    Case("GlobalBatches/process_index", lambda: training.GlobalBatches(X, Y, 2, process_index=3, process_count=2),
+         "process_index", "3"),
+    Case("GlobalBatches/uneven batch", lambda: training.GlobalBatches(X, Y, 3, process_count=2), "batch_size",
+         "received 10"),
+    Case("initialize_processes/process_id", lambda: training.initialize_processes("127.0.0.1:1", 2, 2),
+         "process_id", "2"),
+    Case("initialize_processes/num_processes", lambda: training.initialize_processes("127.0.0.1:1", -1, 0),
+         "num_processes", "-1"),
     Case("recalibrate_batchnorm/empty x", lambda: training.recalibrate_batchnorm(
         keras.Sequential([L.Input((6,)), L.BatchNormalization()]), X[:0]), "recalibrate_batchnorm", "0 samples"),
     Case("recalibrate_batchnorm/batch_size", lambda: training.recalibrate_batchnorm(

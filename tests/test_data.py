@@ -15,6 +15,8 @@ import pytest
 from conftest import random_image_set, write_idx
 from masklab import data
 
+pytestmark = pytest.mark.backend_independent  # computes nothing with Keras: runs once (conftest.py)
+
 PARTS = ("x_train", "y_train", "x_test", "y_test")
 
 

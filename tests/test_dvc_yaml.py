@@ -12,6 +12,8 @@ import yaml
 
 from masklab import paths
 
+pytestmark = pytest.mark.backend_independent  # computes nothing with Keras: runs once (conftest.py)
+
 DVC_YAML = yaml.safe_load((paths.PROJ_ROOT / "dvc.yaml").read_text())
 DATA_PLOTS = [(next(iter(p)), next(iter(p.values()))) for p in DVC_YAML["plots"] if isinstance(p, dict)]
 IMAGE_PLOTS = [p for p in DVC_YAML["plots"] if isinstance(p, str)]

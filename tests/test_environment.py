@@ -3,9 +3,12 @@
 import re
 import tomllib
 
+import pytest
 import yaml
 
 from masklab import paths
+
+pytestmark = pytest.mark.backend_independent  # computes nothing with Keras: runs once (conftest.py)
 
 ROOT = paths.PROJ_ROOT
 

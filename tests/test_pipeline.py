@@ -12,6 +12,8 @@ import yaml
 
 from masklab import kernel, paths, pipeline
 
+pytestmark = pytest.mark.backend_independent  # computes nothing with Keras: runs once (conftest.py)
+
 
 def test_every_stage_takes_its_parameters_from_params_yaml_as_typed_values():
     params = yaml.safe_load(paths.PARAMS_FILE.read_text())

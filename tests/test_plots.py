@@ -9,6 +9,8 @@ from matplotlib.text import Text
 
 from masklab import plots
 
+pytestmark = pytest.mark.backend_independent  # computes nothing with Keras: runs once (conftest.py)
+
 FASHION = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 MASKS = ("all units kept", "random 50% off", "train's 60 most active off", "this image's 60 most active off",
          "all but this image's 60 most active off")

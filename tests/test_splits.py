@@ -12,6 +12,8 @@ from conftest import random_image_set
 from masklab import __main__ as cli
 from masklab import data, paths
 
+pytestmark = pytest.mark.backend_independent  # computes nothing with Keras: runs once (conftest.py)
+
 
 @pytest.fixture(scope="module")
 def mnist_5k():

@@ -1,4 +1,5 @@
-"""The training loop: determinism, epoch selection on val only, the tf.distribute path."""
+"""The training loop: determinism, epoch selection on val only, the tf.distribute path (keras.distribution:
+test_distribution.py)."""
 
 import subprocess
 import sys
@@ -102,6 +103,7 @@ def test_mismatched_labels_are_refused(tiny_problem):
         training.train(build, (x, y[:-1]), val_data, epochs=1)
 
 
+@pytest.mark.tensorflow_only
 def test_a_strategy_needs_a_model_builder(tiny_problem):
     import tensorflow as tf
 
@@ -130,6 +132,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.slow
+@pytest.mark.tensorflow_only
 def test_mirrored_strategy_on_two_logical_cpus():
     out = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -153,8 +156,8 @@ def test_recalibrate_batchnorm_averages_the_batch_statistics():
     h = x @ w + b
     batches = [h[i:i + 32] for i in range(0, 100, 32)]  # 32, 32, 32, 4
     bn = model.get_layer("bn")
-    np.testing.assert_allclose(bn.moving_mean.numpy(), np.mean([c.mean(axis=0) for c in batches], axis=0), rtol=1e-5)
-    np.testing.assert_allclose(bn.moving_variance.numpy(), np.mean([c.var(axis=0) for c in batches], axis=0),
+    np.testing.assert_allclose(np.asarray(bn.moving_mean), np.mean([c.mean(axis=0) for c in batches], axis=0), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(bn.moving_variance), np.mean([c.var(axis=0) for c in batches], axis=0),
                                rtol=1e-4)
     assert bn.momentum == 0.99
     for before, after in zip(weights_before, model.get_layer("dense").get_weights()):

@@ -2,13 +2,18 @@
 
 ``train`` wraps ``keras.Model.fit``: compiled (XLA where the backend supports it) train and eval steps, the GPU
 when one is visible, the Keras progress bar, optional TensorBoard logs, and best-epoch selection on the
-validation split only, restoring that epoch's weights. It runs on any Keras 3 backend; a ``tf.distribute``
-strategy is accepted on the TensorFlow backend.
+validation split only, restoring that epoch's weights. It runs on any Keras 3 backend.
+
+Several devices: a ``keras.distribution`` object (``DataParallel`` / ``ModelParallel``) on the JAX backend, over
+the devices of one process or of several processes on several hosts (``keras.distribution.initialize``; every
+process runs the same script on the same arrays and feeds its share of each global batch, :class:`GlobalBatches`);
+or a ``tf.distribute`` strategy (``MirroredStrategy``: the GPUs of one machine) on the TensorFlow backend.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from dataclasses import dataclass
 from typing import Callable
@@ -82,6 +87,88 @@ class LiveLogger(keras.callbacks.Callback):
         self.live.end()
 
 
+class GlobalBatches(keras.utils.PyDataset):
+    """``(x, y)`` arrays served in global batches that are the same in every process: epoch ``e`` visits the samples
+    in the order of a permutation drawn from ``(seed, e)`` (or in order with ``shuffle=False``), global batch ``b``
+    is the ``b``-th run of ``batch_size`` samples of that order, and this process gets block ``process_index`` of
+    ``process_count`` equal blocks of it (what ``keras.distribution`` expects of each process when it does not shard
+    the data itself). With one process it serves the whole global batches: a single-device run on exactly the
+    batches that a multi-process run shares out (how the tests compare them).
+
+    ``x`` is an array or a list / dict of arrays (a multi-input model). A global batch whose size
+    ``process_count`` does not divide is refused when the dataset is made, naming it.
+    """
+
+    def __init__(self, x, y, batch_size: int, *, shuffle: bool = True, seed: int = 0, process_index: int = 0,
+                 process_count: int = 1):
+        super().__init__()
+        self.x, self.y = x, np.asarray(y)
+        self.batch_size, self.shuffle, self.seed = int(batch_size), bool(shuffle), int(seed)
+        self.process_index, self.process_count = int(process_index), int(process_count)
+        if not 0 <= self.process_index < self.process_count:
+            raise ValueError(f"process_index must lie in [0, process_count={self.process_count}). Received: "
+                             f"process_index={process_index!r}")
+        self.size = len(self.y)
+        for what, size in _batch_sizes(self.size, self.batch_size):
+            if size % self.process_count:
+                raise ValueError(f"the {what} of {size} samples cannot be shared equally by {self.process_count} "
+                                 f"processes. Choose batch_size and the number of samples (received "
+                                 f"{self.size}) so that every batch is a multiple of {self.process_count}.")
+        self.epoch = 0
+        self._order = self._permutation()
+
+    def _permutation(self) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(self.size)
+        return np.random.default_rng([self.seed, self.epoch]).permutation(self.size)
+
+    def __len__(self) -> int:
+        return math.ceil(self.size / self.batch_size)
+
+    def __getitem__(self, index: int):
+        rows = self._order[index * self.batch_size:(index + 1) * self.batch_size]
+        share = len(rows) // self.process_count
+        rows = rows[self.process_index * share:(self.process_index + 1) * share]
+        return keras.tree.map_structure(lambda a: np.asarray(a)[rows], self.x), self.y[rows]
+
+    def on_epoch_end(self):
+        self.epoch += 1
+        self._order = self._permutation()
+
+
+def _batch_sizes(size: int, batch_size: int) -> list[tuple[str, int]]:
+    """The sizes of the batches ``size`` samples make: ``[("batch", batch_size), ("last batch", rest)]``."""
+    sizes = [("batch", min(batch_size, size))]
+    if size > batch_size and size % batch_size:
+        sizes.append(("last batch", size % batch_size))
+    return sizes
+
+
+def initialize_processes(coordinator_address: str, num_processes: int, process_id: int) -> None:
+    """Join a run of ``num_processes`` JAX processes (one per host, or several on one host), before anything else
+    touches JAX: ``keras.distribution.initialize`` with ``coordinator_address`` (``"host:port"`` of process 0),
+    after selecting Gloo for collectives between CPU devices (JAX has none by default; GPUs use NCCL either way).
+    Then ``keras.distribution.list_devices()`` lists the devices of every process and ``train(...,
+    distribution=keras.distribution.DataParallel())`` spans them all."""
+    if not isinstance(coordinator_address, str) or ":" not in coordinator_address:
+        raise ValueError(f"coordinator_address must read 'host:port' (process 0's). Received: "
+                         f"coordinator_address={coordinator_address!r}")
+    for name, value in (("num_processes", num_processes), ("process_id", process_id)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"{name} must be a non-negative integer. Received: {name}={value!r}")
+    if not 0 <= process_id < num_processes:
+        raise ValueError(f"process_id must lie in [0, num_processes={num_processes}). Received: "
+                         f"process_id={process_id}")
+    if keras.config.backend() != "jax":
+        raise ValueError(f"several processes need the JAX backend (KERAS_BACKEND=jax). Received: "
+                         f"backend={keras.config.backend()!r}")
+    import jax
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    keras.distribution.initialize(job_addresses=coordinator_address, num_processes=int(num_processes),
+                                  process_id=int(process_id))
+
+
 def describe_device() -> str:
     """The accelerator the backend will use, e.g. ``"tensorflow:GPU x1"`` or ``"jax:cpu"``."""
     backend = keras.config.backend()
@@ -94,7 +181,8 @@ def describe_device() -> str:
         import jax
 
         devices = jax.devices()
-        return f"jax:{devices[0].platform} x{len(devices)}"
+        processes = f" ({jax.process_count()} processes)" if jax.process_count() > 1 else ""
+        return f"jax:{devices[0].platform} x{len(devices)}{processes}"
     if backend == "torch":
         import torch
 
@@ -119,6 +207,7 @@ def train(
     jit_compile: bool | str = "auto",
     steps_per_execution: int | None = None,
     strategy=None,
+    distribution=None,
     log_dir: str | os.PathLike | None = None,
     live_dir: str | os.PathLike | None = None,
     callbacks: tuple = (),
@@ -128,7 +217,8 @@ def train(
 
     Args:
         model: a zero-argument function building the model (preferred: its initial weights then come from
-            ``seed``; required with ``strategy``, so variables are created inside its scope), or a built model. An uncompiled model is compiled here with
+            ``seed``; required with ``strategy`` or ``distribution``, so that variables are created inside its
+            scope), or a built model. An uncompiled model is compiled here with
             ``optimizer`` / ``learning_rate`` / ``loss`` / ``metrics`` / ``jit_compile`` /
             ``steps_per_execution``; a compiled one is kept.
         train_data, val_data: ``(x, y)`` with ``x`` an array, or a list / dict of arrays for a multi-input
@@ -142,7 +232,16 @@ def train(
         steps_per_execution: train steps per compiled call (Keras' ``compile`` argument): the same updates in the
             same order, with less Python overhead per step (about 20 % faster for the seeds' small MLPs on CPU).
             ``None``: 32, or 1 with a ``strategy`` (Keras 3.15's multi-step loop fails under MirroredStrategy).
-        strategy: a ``tf.distribute`` strategy (TensorFlow backend only), e.g. ``MirroredStrategy``.
+        strategy: a ``tf.distribute`` strategy (TensorFlow backend only), e.g. ``MirroredStrategy`` for the GPUs
+            of one machine.
+        distribution: a ``keras.distribution`` object (JAX backend only), e.g. ``DataParallel()`` over every
+            device of every process: variables are laid out by it and each global batch of ``batch_size`` is
+            split over the devices of its batch axis (so every batch, the last one included, must be a multiple
+            of their number: checked here). With several processes (``keras.distribution.initialize``), every
+            process calls ``train`` with the same arguments and arrays; each feeds its share of every global
+            batch (:class:`GlobalBatches`, shuffled from ``seed``), and only process 0 writes ``log_dir`` /
+            ``live_dir``. A ``tf.data.Dataset`` is sharded by Keras; another stream must yield this process's
+            share.
         log_dir: write TensorBoard logs there.
         live_dir: log each epoch's metrics there with DVCLive (:class:`LiveLogger`), for ``dvc plots``.
         verbose: passed to ``fit`` (``"auto"``/1 progress bar, 2 one line per epoch, 0 silent), or ``"epoch"``:
@@ -171,9 +270,14 @@ def train(
         if isinstance(model, keras.Model):
             raise ValueError("With a strategy, pass a function that builds the model so its variables are "
                              "created inside strategy.scope(). Received: a built keras.Model")
+    sharded = False
+    if distribution is not None:
+        train_data, val_data, sharded = _distributed_data(distribution, model, train_data, val_data, batch_size,
+                                                          seed, strategy)
 
     enable_determinism(seed)
-    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+    scope = strategy.scope() if strategy is not None else \
+        distribution.scope() if distribution is not None else contextlib.nullcontext()
     with scope:
         if not isinstance(model, keras.Model):
             model = model()
@@ -192,15 +296,25 @@ def train(
     if verbose == "epoch":
         all_callbacks.append(EpochLine(epochs))
         verbose = 0
-    if log_dir is not None:
+    writer = _process_index() == 0  # with several processes only the first writes logs
+    if log_dir is not None and writer:
         all_callbacks.append(keras.callbacks.TensorBoard(log_dir=str(log_dir)))
-    if live_dir is not None:
+    if live_dir is not None and writer:
         all_callbacks.append(LiveLogger(live_dir))
     streamed = _is_stream(train_data)
-    fit_history = model.fit(
-        *((train_data,) if streamed else train_data), validation_data=val_data, epochs=epochs,
-        batch_size=None if streamed else batch_size, shuffle=not streamed, callbacks=all_callbacks, verbose=verbose,
-    )
+    auto_shard = getattr(distribution, "auto_shard_dataset", None)
+    try:
+        if sharded:  # this process feeds its own share of each global batch: Keras must not shard it again
+            distribution.auto_shard_dataset = False
+        with distribution.scope() if distribution is not None else contextlib.nullcontext():
+            fit_history = model.fit(
+                *((train_data,) if streamed else train_data), validation_data=val_data, epochs=epochs,
+                batch_size=None if streamed else batch_size, shuffle=not streamed, callbacks=all_callbacks,
+                verbose=verbose,
+            )
+    finally:
+        if sharded:
+            distribution.auto_shard_dataset = auto_shard
     history = pd.DataFrame(fit_history.history)
     diverged = np.flatnonzero(~np.isfinite(history.to_numpy(dtype=float)).all(axis=1))
     if len(diverged):
@@ -215,6 +329,55 @@ def train(
     best_epoch = best.best_epoch + 1
     history["is_best"] = history["epoch"] == best_epoch
     return TrainResult(model, history, best_epoch, float(best.best), monitor, describe_device())
+
+
+def _process_index() -> int:
+    if keras.config.backend() == "jax":
+        import jax
+
+        return jax.process_index()
+    return 0
+
+
+def _distributed_data(distribution, model, train_data, val_data, batch_size: int, seed: int, strategy):
+    """Check a ``keras.distribution`` run and, with several processes, give each process its share of the arrays
+    (:class:`GlobalBatches`). Returns ``(train_data, val_data, sharded)``."""
+    if not all(hasattr(distribution, name) for name in ("device_mesh", "scope", "distribute_dataset")):
+        raise ValueError(f"distribution must be a keras.distribution object, e.g. keras.distribution.DataParallel()"
+                         f". Received: distribution of type {type(distribution).__name__}")
+    if keras.config.backend() != "jax":
+        raise ValueError(f"training with a keras.distribution needs the JAX backend (KERAS_BACKEND=jax); on "
+                         f"TensorFlow pass strategy=tf.distribute.MirroredStrategy() for the GPUs of one machine. "
+                         f"Received: backend={keras.config.backend()!r}")
+    if strategy is not None:
+        raise ValueError("pass either strategy (tf.distribute) or distribution (keras.distribution), not both. "
+                         f"Received: strategy={strategy!r}, distribution={distribution!r}")
+    if isinstance(model, keras.Model):
+        raise ValueError("With a distribution, pass a function that builds the model so its variables are created "
+                         "inside distribution.scope() and laid out by it. Received: a built keras.Model")
+    import jax
+
+    mesh = distribution.device_mesh
+    batch_axis = getattr(distribution, "batch_dim_name", None) or mesh.axis_names[0]
+    replicas = int(mesh.shape[list(mesh.axis_names).index(batch_axis)])
+    processes = jax.process_count()
+    sharded = processes > 1
+    for what, data in (("train_data", train_data), ("val_data", val_data)):
+        if _is_stream(data):
+            continue
+        for which, size in _batch_sizes(len(data[1]), batch_size):
+            if size % replicas:
+                raise ValueError(f"{what}: the {which} holds {size} samples, which the {replicas} devices of the "
+                                 f"distribution's batch axis {batch_axis!r} cannot share equally. Choose batch_size "
+                                 f"and the number of samples (received {len(data[1])}) so that every batch is a "
+                                 f"multiple of {replicas}. Received: batch_size={batch_size}")
+    if sharded:
+        index = jax.process_index()
+        train_data = train_data if _is_stream(train_data) else \
+            GlobalBatches(*train_data, batch_size, seed=seed, process_index=index, process_count=processes)
+        val_data = val_data if _is_stream(val_data) else \
+            GlobalBatches(*val_data, batch_size, shuffle=False, process_index=index, process_count=processes)
+    return train_data, val_data, sharded
 
 
 def _check_data(data, what: str):

@@ -14,15 +14,30 @@ from jupytext.config import load_jupytext_config
 
 from masklab import data, kernel, paths, pipeline
 
+# The notebooks' kernels run on TensorFlow, the backend of the pipeline's results, whichever backend this process
+# has (kernel_on_tensorflow below); this process only reads what they wrote. The tests of results are marked
+# tensorflow_only (run in make test's TensorFlow process), those of the workflow (papermill, scratch/, JupyterLab,
+# normalization) backend_independent: make test runs them in its JAX process, which has less to do.
+on_tensorflow = pytest.mark.tensorflow_only
+workflow = pytest.mark.backend_independent
+
+
+@pytest.fixture(autouse=True)
+def kernel_on_tensorflow(monkeypatch):
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+
 NOTEBOOKS = sorted(paths.NOTEBOOKS_DIR.glob("*.py"))
 
 
+@workflow
 def test_the_stage_notebooks_are_the_scripts_and_their_paired_ipynb_files_stay_local():
     assert {p.name for p in NOTEBOOKS} == set(pipeline.NOTEBOOKS.values())
     ignored = (paths.PROJ_ROOT / ".gitignore").read_text().splitlines()
     assert "/notebooks/*.ipynb" in ignored and "/scratch/" in ignored
 
 
+@workflow
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_is_committed_thin_without_outputs(notebook):
     nb = pipeline.read_notebook(notebook)
@@ -37,6 +52,7 @@ def test_notebook_is_committed_thin_without_outputs(notebook):
     assert "update_results = False " in code_cells[0].source
 
 
+@workflow
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
 def test_a_jupytext_round_trip_gives_the_same_bytes(notebook):
     """Reading the script and writing it back with the project's jupytext settings (what saving in JupyterLab does
@@ -76,6 +92,7 @@ def tiny_baseline(prepared_mnist_5k, tmp_path_factory):
     return tmp_path
 
 
+@on_tensorflow
 @pytest.mark.slow
 def test_baseline_notebook_runs_and_writes_its_results(prepared_mnist_5k, tiny_baseline):
     _, splits = prepared_mnist_5k
@@ -98,6 +115,7 @@ def test_baseline_notebook_runs_and_writes_its_results(prepared_mnist_5k, tiny_b
     np.testing.assert_allclose(logged["accuracy"], history["val_accuracy"], rtol=1e-6)
 
 
+@on_tensorflow
 @pytest.mark.slow
 def test_neuron_masks_notebook_runs_on_the_baseline_model(prepared_mnist_5k, tiny_baseline, tmp_path):
     data_dir, splits = prepared_mnist_5k
@@ -118,6 +136,7 @@ def test_neuron_masks_notebook_runs_on_the_baseline_model(prepared_mnist_5k, tin
         assert (tmp_path / "results" / figure).stat().st_size > 10_000
 
 
+@on_tensorflow
 @pytest.mark.slow
 def test_unit_importance_notebook_checks_both_papers_on_tiny_networks(prepared_mnist_5k, tmp_path):
     data_dir, splits = prepared_mnist_5k
@@ -147,6 +166,7 @@ def test_unit_importance_notebook_checks_both_papers_on_tiny_networks(prepared_m
         assert (out / f"{name}.png").stat().st_size > 10_000
 
 
+@on_tensorflow
 @pytest.mark.slow
 def test_sparse_pathways_notebook_keeps_absent_connections_at_zero(tmp_path):
     run_notebook("30-sparse-connectivity.py", tmp_path, n_genes=400, n_pathways=20, density=0.05, n_causal=2,
@@ -175,6 +195,7 @@ def test_sparse_pathways_notebook_keeps_absent_connections_at_zero(tmp_path):
         assert (tmp_path / "hierarchy" / figure).stat().st_size > 10_000
 
 
+@on_tensorflow
 @pytest.mark.slow
 def test_sparse_receptive_fields_notebook_sweeps_patch_sizes(prepared_mnist_5k, tmp_path):
     data_dir, splits = prepared_mnist_5k
@@ -194,6 +215,7 @@ def test_sparse_receptive_fields_notebook_sweeps_patch_sizes(prepared_mnist_5k, 
         assert (tmp_path / "results" / figure).stat().st_size > 5_000
 
 
+@on_tensorflow
 @pytest.mark.slow
 def test_neuron_surgery_notebook_removes_units_exactly(prepared_mnist_5k, tmp_path):
     data_dir, splits = prepared_mnist_5k
@@ -211,6 +233,7 @@ def test_neuron_surgery_notebook_removes_units_exactly(prepared_mnist_5k, tmp_pa
     assert (tmp_path / "results" / "accuracy_vs_removed.png").stat().st_size > 10_000
 
 
+@on_tensorflow
 @pytest.mark.slow
 def test_nsdropout_notebook_reproduces_and_corrects(prepared_mnist_5k, tmp_path):
     data_dir, splits = prepared_mnist_5k
@@ -240,6 +263,7 @@ def test_nsdropout_notebook_reproduces_and_corrects(prepared_mnist_5k, tmp_path)
         assert (tmp_path / "results" / figure).stat().st_size > 10_000
 
 
+@on_tensorflow
 @pytest.mark.slow
 def test_pruning_notebook_prunes_exactly_and_fine_tunes(prepared_mnist_5k, tmp_path):
     data_dir, splits = prepared_mnist_5k
@@ -262,6 +286,7 @@ def test_pruning_notebook_prunes_exactly_and_fine_tunes(prepared_mnist_5k, tmp_p
         assert (tmp_path / "results" / figure).stat().st_size > 10_000
 
 
+@workflow
 @pytest.mark.slow
 def test_an_executed_notebook_normalized_is_the_same_bytes_on_a_rerun(prepared_mnist_5k, tmp_path):
     """What DVC hashes in results/executed/ must not change between two runs of the same stage."""
@@ -292,6 +317,7 @@ TINY_PATHWAYS = dict(n_genes=400, n_pathways=20, density=0.05, n_causal=2, n_tra
                      epochs=2, seed=0, **TINY_HIERARCHY)
 
 
+@workflow
 @pytest.mark.slow
 def test_run_notebook_writes_results_and_a_run_with_the_notebook_defaults_writes_scratch(tmp_path, monkeypatch):
     """``python -m masklab run-notebook`` (what ``dvc repro`` runs) writes results/; the same notebook run with its
@@ -316,6 +342,7 @@ def test_run_notebook_writes_results_and_a_run_with_the_notebook_defaults_writes
     assert {path.name: path.read_bytes() for path in results.iterdir()} == written
 
 
+@workflow
 @pytest.mark.slow
 def test_opening_running_and_saving_a_notebook_in_jupyterlab_leaves_its_script_unchanged(tmp_path, monkeypatch):
     """What ``make lab`` does with a notebook: jupytext's contents manager opens the .py (paired with an .ipynb by

@@ -127,7 +127,9 @@ class AblationRunner:
     ``(units,)`` broadcast, given once) or ``"per_sample"`` (a replacement per input, e.g. resample ablation).
     ``argmax=True`` returns the predicted classes ``(k, n)`` of the first output instead of the outputs.
     ``jit_compile=True`` compiles with XLA (TensorFlow backend): faster for dense tails on CPU (the mask product
-    fuses with what follows), often slower for convolutions, and each new chunk shape compiles again.
+    fuses with what follows), often slower for convolutions, and each new chunk shape compiles again. The JAX
+    backend always compiles (``jax.jit``) and splits the ablations over the devices of an active
+    ``keras.distribution`` (:mod:`masklab.ablation.jax_call`).
     """
 
     def __init__(self, model, targets: list[Target], modes: list[str], argmax: bool = False,
@@ -208,7 +210,11 @@ class AblationRunner:
                 import tensorflow as tf
 
                 self._compiled[key] = tf.function(self._forward, autograph=False, jit_compile=self.jit_compile)
-            else:  # other backends run the same ops eagerly
+            elif keras.config.backend() == "jax":  # jax.jit; split over the devices of an active distribution
+                from masklab.ablation.jax_call import JaxCall
+
+                self._compiled[key] = JaxCall(self._forward, self.model)
+            else:  # torch runs the same ops eagerly
                 self._compiled[key] = self._forward
         return self._compiled[key]
 
@@ -226,6 +232,11 @@ class AblationRunner:
         return function(*args)
 
     # --- public ---------------------------------------------------------------------------------------------
+    @property
+    def devices_used(self) -> int:
+        """How many devices the last ablation call ran on: those of an active ``keras.distribution`` on JAX, else 1."""
+        return getattr(self._compiled.get("ablate"), "devices_used", 1)
+
     def run(self, inputs: list, masks: list[np.ndarray], replacements: list):
         """One compiled call: ``inputs`` ``n`` samples per model input, ``masks`` ``(k, units)`` per target."""
         tensors = [_tensor(a) for a in inputs]

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from masklab import ablation, data, models, paths, plots, records, training
+from masklab.gradients import input_gradients
 from masklab.layers import Connectivity, SparseDense, connectivity_from_pairs, local_receptive_fields
 
 
@@ -167,18 +168,13 @@ def input_saliency(results: dict[str, training.TrainResult], problem: PathwayPro
     """Mean |d p(y=1) / d gene| over the test samples, per model and gene group: genes of a causal pathway,
     genes of other pathways only, genes in no pathway. For a SparseDense model the last group is exactly 0:
     there is no path from those genes to the output."""
-    import tensorflow as tf  # gradients with respect to the inputs: the notebooks run on the TF backend
-
-    x = tf.constant(problem.test[0])
+    x = problem.test[0]
     matrix = problem.connectivity.matrix
     group = np.where(matrix[:, problem.causal_units].any(axis=1), "causal pathway genes",
                      np.where(matrix.any(axis=1), "other pathway genes", "genes in no pathway"))
     rows = []
     for name, result in results.items():
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            probability = result.model(x, training=False)[:, 1]
-        saliency = np.abs(tape.gradient(probability, x).numpy()).mean(axis=0)
+        saliency = np.abs(input_gradients(result.model, x, lambda probabilities: probabilities[:, 1])).mean(axis=0)
         rows += [{"model": name, "genes": g, "n_genes": int((group == g).sum()),
                   "mean_abs_gradient": float(saliency[group == g].mean())} for g in np.unique(group)]
     return pd.DataFrame(rows)

@@ -18,6 +18,7 @@ import numpy as np
 
 from masklab.surgery.graph import DependencyGraph, Group
 from masklab.surgery.rules import BatchNormRule
+from masklab.surgery.rules.base import weight_array
 from masklab.surgery.verify import MaskedRunner
 
 CRITERIA = ("l1", "l2", "bn_scale", "activation", "apoz", "random")
@@ -47,7 +48,7 @@ def bn_scales(graph: DependencyGraph, group: Group) -> np.ndarray | None:
             inside = np.isin(roots, group.classes)   # a BatchNorm after a Concatenate carries several groups
             if inside.any():
                 gamma = rec.layer.gamma
-                values = np.abs(gamma.numpy()) if gamma is not None else np.ones(len(roots))
+                values = np.abs(weight_array(gamma)) if gamma is not None else np.ones(len(roots))
                 np.add.at(total, [index[c] for c in roots[inside].tolist()], values[inside])
                 found = True
     return total if found else None

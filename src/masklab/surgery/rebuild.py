@@ -7,6 +7,7 @@ import keras
 import numpy as np
 
 from masklab.surgery.graph import DependencyGraph, functional_graph, is_graph_model, ordered_nodes
+from masklab.surgery.rules.base import weight_array
 
 
 def relative_path(variable) -> str:
@@ -26,7 +27,7 @@ def _is_preprocessing(layer) -> bool:
 
 
 def named_weights(layer) -> dict[str, np.ndarray]:
-    return {relative_path(v): np.asarray(v.numpy()) for v in layer.weights}
+    return {relative_path(v): weight_array(v) for v in layer.weights}
 
 
 class Builder:

@@ -63,6 +63,20 @@ def _tensor(array: np.ndarray):
     return keras.ops.convert_to_tensor(array)
 
 
+def jax_jit(forward, variables: list):
+    """``forward`` compiled with ``jax.jit`` as a pure function of the current values of ``variables`` (read
+    through ``keras.StatelessScope``, as ``Model.stateless_call`` does): a forward pass that walks a model layer
+    by layer then runs as one XLA program instead of op by op, and still sees weights assigned later."""
+    import jax
+
+    def pure(values, *args):
+        with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+            return forward(*args)
+
+    jitted = jax.jit(pure)
+    return lambda *args: jitted([v.value for v in variables], *args)
+
+
 def validate_batch_size(batch_size) -> int:
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer. Received: batch_size={batch_size!r}")
@@ -168,6 +182,9 @@ class MaskedRunner:
                 import tensorflow as tf
 
                 self._compiled = tf.function(self._forward, reduce_retracing=True, autograph=False)
+            elif keras.config.backend() == "jax":
+                substitutes = [v for layer in self._substitutes.values() for v in layer.variables]
+                self._compiled = jax_jit(self._forward, [*self.graph.model.variables, *substitutes])
             else:
                 self._compiled = self._forward
         return self._compiled

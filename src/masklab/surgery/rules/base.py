@@ -31,8 +31,13 @@ def _label(tensor) -> str:
     return f"the output of {op.name!r}" if op is not None else repr(tensor.name)
 
 
-def _numpy(variable) -> np.ndarray:
-    return np.asarray(variable.numpy() if hasattr(variable, "numpy") else keras.ops.convert_to_numpy(variable))
+def weight_array(variable) -> np.ndarray:
+    """A variable's value as a NumPy array, on every backend (``variable.numpy()`` on TensorFlow; on JAX the value
+    array itself, which NumPy reads without Keras' deprecated ``__array__`` path)."""
+    if keras.config.backend() == "tensorflow" and hasattr(variable, "numpy"):
+        return np.asarray(variable.numpy())
+    return np.asarray(keras.ops.convert_to_numpy(getattr(variable, "value", variable)))
+
 
 
 def _rank(tensor) -> int:

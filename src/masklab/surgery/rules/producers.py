@@ -10,7 +10,7 @@ import numpy as np
 
 from masklab.surgery.graph import Layout
 from masklab.surgery.rules.base import (ELEMENTWISE_ACTIVATIONS, Rule, _block_extra_tensors, _bool_index,
-                                        _channel_axis, _describe, _first_tensor, _label, _numpy, _rank,
+                                        _channel_axis, _describe, _first_tensor, _label, weight_array, _rank,
                                         activation_reason)
 
 L = keras.layers
@@ -93,7 +93,7 @@ class DenseRule(ProducerRule):
         return {**config, "units": int(cols.size)}, new
 
     def output_weights(self, layer):
-        return _numpy(layer.kernel).T
+        return weight_array(layer.kernel).T
 
 
 class ConvRule(ProducerRule):
@@ -150,7 +150,7 @@ class ConvRule(ProducerRule):
         return {**config, "filters": int(keep_out.sum())}, new
 
     def output_weights(self, layer):
-        kernel = _numpy(layer.kernel)
+        kernel = weight_array(layer.kernel)
         return np.moveaxis(kernel, -1, 0).reshape(kernel.shape[-1], -1)
 
 
@@ -173,7 +173,7 @@ class ConvTransposeRule(ConvRule):
         return {**config, "filters": int(keep["out"].sum())}, new
 
     def output_weights(self, layer):
-        kernel = _numpy(layer.kernel)
+        kernel = weight_array(layer.kernel)
         return np.moveaxis(kernel, -2, 0).reshape(kernel.shape[-2], -1)
 
 
@@ -201,7 +201,7 @@ class SeparableRule(ProducerRule):
         return {**config, "filters": int(keep_out.size)}, new
 
     def output_weights(self, layer):
-        kernel = _numpy(layer.pointwise_kernel)
+        kernel = weight_array(layer.pointwise_kernel)
         return np.moveaxis(kernel, -1, 0).reshape(kernel.shape[-1], -1)
 
 
@@ -221,7 +221,7 @@ class EmbeddingRule(ProducerRule):
         return {**config, "output_dim": int(cols.size)}, new
 
     def output_weights(self, layer):
-        return _numpy(layer.embeddings).T
+        return weight_array(layer.embeddings).T
 
 
 class RecurrentRule(ProducerRule):
@@ -265,8 +265,8 @@ class RecurrentRule(ProducerRule):
     def output_weights(self, layer):
         gates = self.gates[type(layer).__name__]
         units = int(layer.units)
-        kernel = _numpy(layer.cell.kernel).reshape(-1, gates, units)
-        recurrent = _numpy(layer.cell.recurrent_kernel).reshape(-1, gates, units)
+        kernel = weight_array(layer.cell.kernel).reshape(-1, gates, units)
+        recurrent = weight_array(layer.cell.recurrent_kernel).reshape(-1, gates, units)
         return np.concatenate([kernel, recurrent]).transpose(2, 0, 1).reshape(units, -1)
 
 
@@ -421,7 +421,7 @@ class AttentionRule(ProducerRule):
         return config, new
 
     def output_weights(self, layer):
-        kernel = _numpy(layer.output_dense.kernel)
+        kernel = weight_array(layer.output_dense.kernel)
         return np.moveaxis(kernel, -1, 0).reshape(kernel.shape[-1], -1)
 
 
