@@ -69,3 +69,26 @@ def test_make_sweep_passes_its_variables_to_the_module():
     assert dry.returncode == 0, dry.stderr
     assert "-m masklab.sweep baseline@mnist_5k --set 'baseline.seed=0,1' --set 'baseline.epochs=2' --jobs 2" in \
         dry.stdout
+
+
+def project_root_seen(cwd, **env):
+    import os
+    import sys
+
+    environment = {k: v for k, v in os.environ.items() if k not in ("DVC_ROOT", "MASKLAB_ROOT")}
+    out = subprocess.run([sys.executable, "-c", "from masklab import paths; print(paths.PROJ_ROOT)"], cwd=cwd,
+                         env={**environment, **env}, capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def test_a_queued_experiment_reads_and_writes_its_own_workspace(tmp_path):
+    """DVC runs a queued experiment's stages in a temporary copy of the project, with DVC_ROOT naming the main
+    repository and masklab imported from the main checkout: the anchor must be the copy."""
+    copy = tmp_path / "exp-workspace"
+    copy.mkdir()
+    (copy / "dvc.yaml").write_text("stages: {}\n")
+    (copy / "params.yaml").write_text("{}\n")
+    assert project_root_seen(copy, DVC_ROOT=str(paths.PROJ_ROOT)) == str(copy.resolve())
+    assert project_root_seen(copy) == str(paths.PROJ_ROOT)  # outside a stage: the checkout, not the cwd
+    assert project_root_seen(tmp_path, DVC_ROOT=str(paths.PROJ_ROOT)) == str(paths.PROJ_ROOT)  # not a project
+    assert project_root_seen(copy, DVC_ROOT="x", MASKLAB_ROOT=str(tmp_path)) == str(tmp_path.resolve())
