@@ -297,8 +297,10 @@ def test_bad_constructor_arguments_are_refused(kwargs, message):
 def test_bad_shapes_are_refused():
     with pytest.raises(ValueError, match="two inputs"):
         NSDropout(0.2, 3).build((None, 10))
-    with pytest.raises(ValueError, match=r"\(batch, units\).*\(None, 4, 10\)"):
-        NSDropout(0.2, 3).build([(None, 4, 10), (None,)])
+    with pytest.raises(ValueError, match=r"\(batch, units\).*\(None, 4, None\)"):
+        NSDropout(0.2, 3).build([(None, 4, None), (None,)])
+    with pytest.raises(ValueError, match=r"\(batch, units\).*\(None,\)"):
+        NSDropout(0.2, 3).build([(None,), (None,)])
     with pytest.raises(ValueError, match=r"mask_class must have shape \(batch,\).*\(None, 3\)"):
         NSDropout(0.2, 3).build([(None, 10), (None, 3)])
     with pytest.raises(ValueError, match="drops round.*every unit"):
@@ -312,7 +314,8 @@ def test_bad_labels_and_activations_are_refused_with_what_was_received(rng):
         layer.refresh(h, np.where(y == 0, 7, np.where(y == 1, 3, y)), h, y)
     with pytest.raises(ValueError, match=r"Received no sample of classes \[1\]"):
         layer.refresh(h, y, h[y != 1], y[y != 1])
-    with pytest.raises(ValueError, match=r"mask_activations must have shape \(N, 10\). Received: shape \(30, 9\)"):
+    with pytest.raises(ValueError, match=r"mask_activations must have shape \(N, 10\) or \(N, ..., 10\).*"
+                                         r"Received: shape \(30, 9\)"):
         layer.refresh(h, y, h[:, :9], y)
     with pytest.raises(ValueError, match="has 29 labels for 30 rows"):
         layer.refresh(h, y[:29], h, y)
@@ -337,3 +340,79 @@ def test_callbacks_and_predictor_refuse_what_they_cannot_use(rng):
         NSDropoutPredictor(model).predict_classes(x, "mean")
     with pytest.raises(ValueError, match="exactly one NSDropout layer.*Received: 0"):
         NSDropoutPredictor(models.dropout_mlp(6, (4,), 3, dropout="dropout"))
+
+
+# ------------------------------------------------------------------------------------------- feature maps
+def feature_maps(rng, n, size=4):
+    h = rng.normal(size=(n, size, size, UNITS)).astype("float32")
+    return h, rng.permutation(np.arange(n) % CLASSES)
+
+
+def test_feature_maps_get_one_mask_per_class_over_channels_from_their_spatial_means(rng):
+    """(batch, H, W, C): a channel's class statistic is its mean over the positions; the class mask keeps or
+    drops whole channels, in training and at inference."""
+    layer = NSDropout(RATE, CLASSES, refresh="never")
+    train_h, train_y = feature_maps(rng, 30)
+    mask_h, mask_y = feature_maps(rng, 12)
+    layer([train_h[:2], train_y[:2].astype("float32")])  # builds on (batch, 4, 4, C)
+    layer.refresh(train_h, train_y, mask_h, mask_y)
+    expected = numpy_class_masks(train_h.mean(axis=(1, 2)), train_y, mask_h.mean(axis=(1, 2)), mask_y)
+    np.testing.assert_array_equal(layer.get_class_masks(), expected)
+    routed = expected[train_y][:, None, None, :]
+    np.testing.assert_allclose(to_numpy(layer([train_h, train_y.astype("float32")], training=True)),
+                               train_h * routed / (1 - RATE), rtol=1e-6)
+    classes = np.where(np.arange(30) % 4 == 0, -1, train_y)
+    by_hand = np.where(classes[:, None, None, None] >= 0,
+                       train_h * expected[np.maximum(classes, 0)][:, None, None, :] / (1 - RATE), train_h)
+    np.testing.assert_allclose(to_numpy(layer([train_h, classes.astype("float32")], training=False)), by_hand,
+                               rtol=1e-6)
+
+
+def test_feature_maps_before_the_first_refresh_drop_whole_channels(rng):
+    layer = NSDropout(0.5, CLASSES, seed=3)
+    h = np.abs(rng.normal(size=(400, 3, 3, UNITS))).astype("float32") + 0.1
+    out = to_numpy(layer([h, (np.arange(400) % CLASSES).astype("float32")], training=True))
+    kept = out != 0
+    assert np.all(kept.all(axis=(1, 2)) | ~kept.any(axis=(1, 2)))  # a channel is kept everywhere or nowhere
+    assert abs((~kept.any(axis=(1, 2))).mean() - 0.5) < 0.05
+    np.testing.assert_allclose(out[kept], h[kept] / 0.5, rtol=1e-6)
+
+
+def test_feature_maps_step_and_epoch_schedules_use_the_spatial_means(rng):
+    h, y = feature_maps(rng, 24)
+    mask_h, mask_y = feature_maps(rng, 9)
+    step = NSDropout(RATE, CLASSES, refresh="step")
+    step([h[:2], y[:2].astype("float32")])
+    step.set_mask_split(mask_h, mask_y)
+    compiled(lambda a, b: step([a, b], training=True), step.variables)(h, y.astype("float32"))
+    expected = numpy_class_masks(h.mean(axis=(1, 2)), y, mask_h.mean(axis=(1, 2)), mask_y)
+    np.testing.assert_array_equal(step.get_class_masks(), expected)
+    epoch = NSDropout(RATE, CLASSES, refresh="epoch")
+    epoch([h[:12], y[:12].astype("float32")], training=True)
+    epoch([h[12:], y[12:].astype("float32")], training=True)
+    assert epoch.refresh_from_epoch(mask_h, mask_y) == []
+    np.testing.assert_array_equal(epoch.get_class_masks(), expected)
+
+
+def test_the_predictor_runs_a_cnn_with_nsdropout_on_its_feature_maps(rng):
+    x, routes = keras.Input((8, 8, 1)), keras.Input(())
+    maps = keras.layers.Conv2D(UNITS, 3, activation="relu", name="conv")(x)
+    dropped = NSDropout(RATE, CLASSES, refresh="never", name="dropout")([maps, routes])
+    outputs = keras.layers.Dense(CLASSES, activation="softmax")(keras.layers.GlobalAveragePooling2D()(dropped))
+    model = keras.Model([x, routes], outputs)
+    masks = random_masks(rng)
+    model.get_layer("dropout").set_class_masks(masks)
+    images = rng.normal(size=(7, 8, 8, 1)).astype("float32")
+    plain, per_mask = NSDropoutPredictor(model).outputs_under_every_mask(images)
+    conv = model.get_layer("conv")
+    head = keras.Model(x, conv.output)
+    feature = to_numpy(head(images))
+    dense = model.layers[-1]
+    w, b = (to_numpy(v) for v in dense.weights)
+    for k in range(CLASSES):
+        pooled = (feature * masks[k] / (1 - RATE)).mean(axis=(1, 2))
+        logits = pooled @ w + b
+        np.testing.assert_allclose(per_mask[k], np.exp(logits) / np.exp(logits).sum(1, keepdims=True),
+                                   rtol=1e-5, atol=1e-6)
+    logits = feature.mean(axis=(1, 2)) @ w + b
+    np.testing.assert_allclose(plain, np.exp(logits) / np.exp(logits).sum(1, keepdims=True), rtol=1e-5, atol=1e-6)

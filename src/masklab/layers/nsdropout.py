@@ -121,8 +121,11 @@ def _check_labels(labels, num_classes: int, what: str, n_rows: int | None = None
 
 def _check_activations(activations, units: int, what: str) -> np.ndarray:
     activations = np.asarray(activations, dtype=np.float32)
-    if activations.ndim != 2 or activations.shape[1] != units:
-        raise ValueError(f"{what} must have shape (N, {units}). Received: shape {activations.shape}")
+    if activations.ndim < 2 or activations.shape[-1] != units:
+        raise ValueError(f"{what} must have shape (N, {units}) or (N, ..., {units}) (feature maps, channels "
+                         f"last). Received: shape {activations.shape}")
+    if activations.ndim > 2:  # a channel's statistic is its mean over every position
+        activations = activations.mean(axis=tuple(range(1, activations.ndim - 1)))
     if not np.all(np.isfinite(activations)):
         raise ValueError(f"{what} contains NaN or inf at rows {np.flatnonzero(~np.isfinite(activations).all(1))[:5]}")
     return activations
@@ -188,9 +191,9 @@ class NSDropout(keras.layers.Layer):
             raise ValueError(f"NSDropout takes two inputs, [activations (batch, units), mask_class (batch,)]. "
                              f"Received: input_shape={input_shape}")
         x_shape, class_shape = input_shape
-        if len(x_shape) != 2 or x_shape[-1] is None:
-            raise ValueError(f"NSDropout's activations must have shape (batch, units) with known units. "
-                             f"Received: {tuple(x_shape)}")
+        if len(x_shape) < 2 or x_shape[-1] is None:
+            raise ValueError(f"NSDropout's activations must have shape (batch, units), or (batch, ..., channels) "
+                             f"for feature maps (channels last), with known units. Received: {tuple(x_shape)}")
         if len(class_shape) not in (1, 2) or (len(class_shape) == 2 and class_shape[-1] != 1):
             raise ValueError(f"mask_class must have shape (batch,) (or (batch, 1)). Received: {tuple(class_shape)}")
         self.units = int(x_shape[-1])
@@ -218,7 +221,8 @@ class NSDropout(keras.layers.Layer):
             raw = ops.cast(ops.reshape(mask_class, (-1,)), x.dtype)
             invalid = ops.logical_or(ops.logical_or(raw < -1, raw >= self.num_classes),
                                      ops.logical_or(ops.isnan(raw), raw != ops.floor(raw)))
-            poison = ops.where(invalid, ops.cast(float("nan"), x.dtype), ops.cast(0.0, x.dtype))[:, None]
+            poison = ops.reshape(ops.where(invalid, ops.cast(float("nan"), x.dtype), ops.cast(0.0, x.dtype)),
+                                 (-1,) + (1,) * (len(x.shape) - 1))
             mask_class = ops.where(invalid, -1, ops.cast(ops.where(invalid, 0, raw), "int32"))
         else:
             mask_class = ops.reshape(ops.cast(mask_class, "int32"), (-1,))
@@ -226,11 +230,16 @@ class NSDropout(keras.layers.Layer):
         return out if poison is None else out + poison
 
     def _masked(self, x, mask_class, training):
+        """``x`` times each sample's KEEP mask over the last axis: ``(batch, units)``, or feature maps
+        ``(batch, ..., channels)`` where a channel is kept or dropped at every position and its class statistic
+        is its mean over the positions."""
         masks = ops.cast(self.class_masks.value, x.dtype)
+        positions = tuple(range(1, len(x.shape) - 1))
+        stats = ops.mean(x, axis=positions) if positions else x  # (batch, units)
         refreshed = ops.convert_to_tensor(self.refreshed.value) > 0
         if training and self.refresh_schedule == "step":
             split_counts = ops.cast(self.mask_split_counts.value, x.dtype)
-            train_means, train_counts = class_means(x, mask_class, self.num_classes)
+            train_means, train_counts = class_means(stats, mask_class, self.num_classes)
             fresh = refreshed_class_masks(train_means, train_counts, ops.cast(self.mask_split_means.value, x.dtype),
                                           split_counts, masks, self.n_drop)
             ready = ops.sum(split_counts) > 0  # the callback has stored the mask split's class means
@@ -239,25 +248,28 @@ class NSDropout(keras.layers.Layer):
             self.class_masks.assign(ops.cast(masks, self.class_masks.dtype))
             self.refreshed.assign(ops.cast(refreshed, self.refreshed.dtype))
         elif training and self.refresh_schedule == "epoch":
-            sums, counts = class_sums(ops.stop_gradient(x), mask_class, self.num_classes)
+            sums, counts = class_sums(ops.stop_gradient(stats), mask_class, self.num_classes)
             self.epoch_sums.assign(self.epoch_sums.value + ops.cast(sums, self.epoch_sums.dtype))
             self.epoch_counts.assign(self.epoch_counts.value + ops.cast(counts, self.epoch_counts.dtype))
         has_class = (mask_class >= 0)[:, None]
         per_sample = ops.take(masks, ops.clip(mask_class, 0, self.num_classes - 1), axis=0)
         per_sample = ops.where(has_class, per_sample, ops.ones_like(per_sample))
+        broadcast = (-1,) + (1,) * len(positions) + (self.units,)  # a channel's keep at every position
         if training:
-            bernoulli = ops.cast(keras.random.uniform(ops.shape(x), seed=self.seed_generator) >= self.rate, x.dtype)
+            # before the first refresh: Bernoulli dropout of units (of whole channels on feature maps)
+            bernoulli = ops.cast(keras.random.uniform(ops.shape(stats), seed=self.seed_generator) >= self.rate,
+                                 x.dtype)
             keep = ops.where(refreshed, per_sample, bernoulli)
-            return x * keep / (1.0 - self.rate)
+            return x * ops.reshape(keep, broadcast) / (1.0 - self.rate)
         scaled = ops.where(has_class, per_sample * self.inference_scale, per_sample)
-        return x * ops.where(refreshed, scaled, ops.ones_like(scaled))
+        return x * ops.reshape(ops.where(refreshed, scaled, ops.ones_like(scaled)), broadcast)
 
     def _check_eager_classes(self, mask_class, x):
         try:
             concrete = np.asarray(ops.convert_to_numpy(mask_class)).reshape(-1)
         except Exception:  # symbolic inside a traced function: values unknown
             return
-        if concrete.shape[0] != x.shape[0]:
+        if x.shape[0] is not None and concrete.shape[0] != x.shape[0]:
             raise ValueError(f"mask_class has {concrete.shape[0]} entries for a batch of {x.shape[0]}.")
         if np.issubdtype(concrete.dtype, np.floating) and (np.isnan(concrete).any() or
                                                            (concrete != np.floor(concrete)).any()):
@@ -413,23 +425,25 @@ class NSDropoutPredictor:
                              f"for mask-by-mask inference: {exc}") from exc
 
     def hidden(self, x) -> np.ndarray:
-        """``(N, units)`` activations entering the NSDropout layer."""
+        """``(N, units)`` activations entering the NSDropout layer (``(N, ..., channels)`` for feature maps)."""
         x = _check_inputs(x, "x")
         return _predict_padded(self.head, x, max(1, _CHUNK_ELEMENTS // max(1, int(np.prod(x.shape[1:])))))
 
     def _tail(self, rows: np.ndarray) -> np.ndarray:
-        return _predict_padded(self.tail, rows, max(1, _CHUNK_ELEMENTS // self.layer.units))
+        return _predict_padded(self.tail, rows, max(1, _CHUNK_ELEMENTS // max(1, int(np.prod(rows.shape[1:])))))
 
     def _masked(self, hidden: np.ndarray, classes: np.ndarray) -> np.ndarray:
         """Tail outputs with sample i masked by the mask of ``classes[i]`` (identity before the first refresh)."""
         if not self.layer.is_refreshed:
             return self._tail(hidden)
-        masks = self.layer.get_class_masks()
-        return self._tail(hidden * masks[classes] * np.float32(self.layer.inference_scale))
+        masks = self.layer.get_class_masks()[classes]  # (rows, units); on feature maps, every position
+        masks = masks.reshape((len(classes),) + (1,) * (hidden.ndim - 2) + masks.shape[-1:])
+        return self._tail(hidden * masks * np.float32(self.layer.inference_scale))
 
     def _under_every_mask(self, hidden: np.ndarray) -> np.ndarray:
         n, k = len(hidden), self.layer.num_classes
-        return self._masked(np.tile(hidden, (k, 1)), np.repeat(np.arange(k), n)).reshape(k, n, -1)
+        tiled = np.tile(hidden, (k,) + (1,) * (hidden.ndim - 1))
+        return self._masked(tiled, np.repeat(np.arange(k), n)).reshape(k, n, -1)
 
     def outputs_under_every_mask(self, x) -> tuple[np.ndarray, np.ndarray]:
         """``(plain, per_mask)``: outputs with no mask ``(N, C)`` and with each class mask ``(K, N, C)``."""
