@@ -308,9 +308,11 @@ class NSDropout(keras.layers.Layer):
         self._require_built("refresh_from_epoch")
         mask_activations = _check_activations(mask_activations, self.units, "mask_activations")
         mask_labels = self._check_mask_split_labels(mask_labels, len(mask_activations))
+        return self._refresh_from_epoch_means(*class_means(mask_activations, mask_labels, self.num_classes))
+
+    def _refresh_from_epoch_means(self, mask_means, mask_counts) -> list[int]:
         counts = self.epoch_counts.value
         train_means = self.epoch_sums.value / ops.maximum(counts, 1.0)[:, None]
-        mask_means, mask_counts = class_means(mask_activations, mask_labels, self.num_classes)
         self.class_masks.assign(refreshed_class_masks(train_means, counts, mask_means, mask_counts,
                                                       self.class_masks.value, self.n_drop))
         self.refreshed.assign(1.0)
@@ -328,7 +330,9 @@ class NSDropout(keras.layers.Layer):
         self._require_built("set_mask_split")
         mask_activations = _check_activations(mask_activations, self.units, "mask_activations")
         mask_labels = self._check_mask_split_labels(mask_labels, len(mask_activations))
-        means, counts = class_means(mask_activations, mask_labels, self.num_classes)
+        self._assign_mask_split(*class_means(mask_activations, mask_labels, self.num_classes))
+
+    def _assign_mask_split(self, means, counts) -> None:
         self.mask_split_means.assign(means)
         self.mask_split_counts.assign(counts)
 
@@ -489,6 +493,26 @@ class NSDropoutPredictor:
         return result
 
 
+def _compile(function, variables):
+    """``function()`` compiled: ``tf.function`` on TensorFlow; on JAX ``jax.jit`` of it as a pure function of the
+    current values of ``variables`` (read through ``keras.StatelessScope``); as is elsewhere."""
+    backend = keras.config.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(function, autograph=False)
+    if backend == "jax":
+        import jax
+
+        def pure(values):
+            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+                return function()
+
+        jitted = jax.jit(pure)
+        return lambda: jitted([v.value for v in variables])
+    return function
+
+
 def _predict_padded(model: keras.Model, x: np.ndarray, chunk: int) -> np.ndarray:
     """``model`` on ``x`` in chunks of at most ``chunk`` rows, each padded to a power of two so a compiled
     predict function sees a handful of shapes instead of retracing for every new length."""
@@ -573,6 +597,26 @@ class NSDropoutRefresh(keras.callbacks.Callback):
         self.layer_ref = layer
         self.batch_size = batch_size
         self.absent_classes = {}
+        self._means_function = None
+
+    def _mask_split_means(self):
+        """The mask split's class means (and counts) under the current weights: the head's forward pass and the
+        segment means in one compiled call (what the original's schedule adds to every full-batch step), instead
+        of a predict call, a copy of the activations to NumPy and NumPy means."""
+        if self._means_function is None:
+            layer, head = self.predictor.layer, self.predictor.head
+            x_mask, y_mask = self.mask_data
+            x = ops.convert_to_tensor(np.asarray(x_mask, dtype=np.float32))
+            y = ops.convert_to_tensor(np.asarray(y_mask, dtype=np.int32))
+
+            def means():
+                hidden = head(x, training=False)
+                if len(hidden.shape) > 2:
+                    hidden = ops.mean(hidden, axis=tuple(range(1, len(hidden.shape) - 1)))
+                return class_means(hidden, y, layer.num_classes)
+
+            self._means_function = _compile(means, head.variables)
+        return self._means_function()
 
     def on_train_begin(self, logs=None):
         self.predictor = NSDropoutPredictor(self.model, self.layer_ref)
@@ -587,14 +631,14 @@ class NSDropoutRefresh(keras.callbacks.Callback):
         if layer.refresh_schedule == "never":
             return
         x_mask, y_mask = self.mask_data
-        mask_hidden = self.predictor.hidden(x_mask)
         if layer.refresh_schedule == "step":
-            layer.set_mask_split(mask_hidden, y_mask)
+            layer._assign_mask_split(*self._mask_split_means())
         else:
             if self.train_data is None:
-                absent = layer.refresh_from_epoch(mask_hidden, y_mask)
+                absent = layer._refresh_from_epoch_means(*self._mask_split_means())
             else:
                 x_train, y_train = self.train_data
-                absent = layer.refresh(self.predictor.hidden(x_train), y_train, mask_hidden, y_mask)
+                absent = layer.refresh(self.predictor.hidden(x_train), y_train, self.predictor.hidden(x_mask),
+                                       y_mask)
             if absent:
                 self.absent_classes[epoch + 1] = absent
