@@ -13,10 +13,8 @@ import pytest
 
 import cross_backend_cases
 
-pytestmark = pytest.mark.skipif(keras.config.backend() != "tensorflow",
-                                reason="compares TensorFlow in this process with JAX in a subprocess")
-
-
+@pytest.mark.skipif(keras.config.backend() != "tensorflow",
+                    reason="compares TensorFlow in this process with JAX in a subprocess")
 @pytest.mark.slow
 def test_tensorflow_and_jax_give_the_same_numbers_for_the_same_weights(tmp_path):
     pytest.importorskip("jax")
@@ -37,3 +35,19 @@ def test_tensorflow_and_jax_give_the_same_numbers_for_the_same_weights(tmp_path)
             np.testing.assert_array_equal(on_jax[key], expected, err_msg=key)
         else:
             np.testing.assert_allclose(on_jax[key], expected, rtol=0, atol=1e-5, err_msg=key)
+
+
+def test_input_gradients_match_numpy_and_refuse_a_select_they_cannot_differentiate():
+    from masklab.gradients import input_gradients
+
+    model = cross_backend_cases.mlp()  # 8 -> 10 relu -> 6 relu -> 3 (logits), weights from NumPy
+    x = np.random.default_rng(9).normal(size=(5, 8)).astype("float32")
+    w1, b1, w2, b2, w3, b3 = model.get_weights()
+    h1 = x @ w1 + b1
+    h2 = np.maximum(h1, 0) @ w2 + b2
+    by_hand = (((h2 > 0) * w3[:, 1]) @ w2.T * (h1 > 0)) @ w1.T  # d logit_1 / dx through both ReLUs
+    np.testing.assert_allclose(input_gradients(model, x, lambda out: out[:, 1]), by_hand, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match=r"select cannot be applied to the model's outputs of shape \(3,\)"):
+        input_gradients(model, x, lambda out: out[:, 5])
+    with pytest.raises(ValueError, match=r"select must return real-valued outputs.*Received: dtype int"):
+        input_gradients(model, x, lambda out: keras.ops.argmax(out, axis=-1))

@@ -162,8 +162,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sweep: {error}", file=sys.stderr)
         return 1
     table = table.map(lambda v: json.dumps(v) if isinstance(v, (list, dict)) else v)  # hashable, printable
-    changed = [c for c in table.columns if c in ("name", "rev") or table[c].nunique(dropna=False) > 1 or
-               not c.startswith("params.yaml:")]
+    swept = {f"params.yaml:{assignment.split('=', 1)[0]}" for assignment in args.sets}
+    changed = [c for c in table.columns if c in ("name", "rev") or c in swept or
+               table[c].nunique(dropna=False) > 1 or not c.startswith("params.yaml:")]
     with pd.option_context("display.width", 200, "display.max_columns", 50):
         print(table[changed].to_string(index=False))
     return 0
