@@ -6,7 +6,7 @@ from typing import Sequence
 
 import keras
 
-from masklab.layers import NSDropout, SparseDense, as_connectivity
+from masklab.layers import CurriculumDropout, NSDropout, SparseDense, TargetedDropout, as_connectivity
 
 
 def mlp(input_dim: int = 784, hidden_units: int | Sequence[int] = (600,), num_classes: int = 10, *,
@@ -72,34 +72,81 @@ def sparse_hierarchy_mlp(connectivities: Sequence, num_classes: int = 2, *, acti
     return keras.Model(inputs, outputs, name=name)
 
 
-def seed_cnn(input_shape=(28, 28, 1), num_classes: int = 10, *, name: str = "seed_cnn") -> keras.Model:
+def seed_cnn(input_shape=(28, 28, 1), num_classes: int = 10, *, dropout: str | None = None, rate: float = 0.2,
+             mask_classes: int | None = None, refresh: str = "epoch", dropout_options: dict | None = None,
+             seed: int | None = None, name: str = "seed_cnn") -> keras.Model:
     """Seed 004's federated-learning CNN: conv 5x5 x32 + maxpool, conv 5x5 x64 + maxpool, flatten, dense 512
     ReLU, dense ``num_classes`` softmax (channels_last, 'same' padding). Layers ``conv_1``, ``pool_1``,
-    ``conv_2``, ``pool_2``, ``flatten``, ``dense_512``, ``output``."""
+    ``conv_2``, ``pool_2``, ``flatten``, ``dense_512``, ``output``.
+
+    ``dropout`` (default None: the seed's model, no dropout): one of :data:`DROPOUT_KINDS`, a layer named
+    ``dropout`` on the ``(7, 7, 64)`` feature maps after ``pool_2``, dropping whole channels (``"dropout"`` is
+    ``SpatialDropout2D``; ``"nsdropout"``: one mask per class over the 64 channels, model inputs
+    ``[images, mask_class]``). Other arguments as :func:`dropout_mlp`.
+    """
     conv = dict(kernel_size=5, padding="same", activation="relu")
     inputs = keras.Input(tuple(input_shape), name="images")
     x = keras.layers.Conv2D(32, name="conv_1", **conv)(inputs)
     x = keras.layers.MaxPooling2D(2, padding="same", name="pool_1")(x)
     x = keras.layers.Conv2D(64, name="conv_2", **conv)(x)
     x = keras.layers.MaxPooling2D(2, padding="same", name="pool_2")(x)
+    if dropout is not None:
+        x, inputs = dropout_layer(x, inputs, dropout, rate=rate, num_classes=num_classes, mask_classes=mask_classes,
+                                  refresh=refresh, options=dropout_options, seed=seed)
     x = keras.layers.Flatten(name="flatten")(x)
     x = keras.layers.Dense(512, activation="relu", name="dense_512")(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax", name="output")(x)
     return keras.Model(inputs, outputs, name=name)
 
 
-DROPOUT_KINDS = ("nsdropout", "dropout")
+DROPOUT_KINDS = ("nsdropout", "dropout", "curriculum", "targeted")
+
+
+def dropout_layer(h, inputs, kind: str, *, rate: float, num_classes: int, mask_classes: int | None = None,
+                  refresh: str = "step", rescale_inference: bool = True, options: dict | None = None,
+                  seed: int | None = None):
+    """Apply a dropout layer named ``dropout`` of ``kind`` to ``h``; returns ``(output, model inputs)``.
+
+    ``"nsdropout"`` adds the float ``mask_class`` input (``mask_classes`` rows in the mask table, default
+    ``num_classes``; 1 for a single class-free mask); ``"dropout"`` is ``keras.layers.Dropout`` on vectors and
+    ``SpatialDropout{1,2,3}D`` on feature maps; ``"curriculum"`` / ``"targeted"``: :class:`CurriculumDropout`
+    (``options={"gamma": ...}``) / :class:`TargetedDropout` (``options={"targeted_fraction": ...}``, where
+    ``rate`` is the drop probability of a targeted unit).
+    """
+    if kind not in DROPOUT_KINDS:
+        raise ValueError(f"dropout must be one of {DROPOUT_KINDS}. Received: dropout={kind!r}")
+    options = dict(options or {})
+    allowed = {"curriculum": {"gamma"}, "targeted": {"targeted_fraction"}}.get(kind, set())
+    if set(options) != allowed:
+        raise ValueError(f"dropout={kind!r} takes dropout_options with exactly the keys {sorted(allowed)}. "
+                         f"Received: {sorted(options)}")
+    if kind == "nsdropout":
+        # float, not int: an int Input would truncate a class of 1.7 to 1 before the layer could refuse it
+        mask_class = keras.Input((), dtype="float32", name="mask_class")
+        layer = NSDropout(rate, num_classes if mask_classes is None else mask_classes, refresh=refresh,
+                          rescale_inference=rescale_inference, seed=seed, name="dropout")
+        return layer([h, mask_class]), [inputs, mask_class]
+    if kind == "curriculum":
+        return CurriculumDropout(rate, options["gamma"], seed=seed, name="dropout")(h), inputs
+    if kind == "targeted":
+        return TargetedDropout(rate, options["targeted_fraction"], seed=seed, name="dropout")(h), inputs
+    spatial = {3: keras.layers.SpatialDropout1D, 4: keras.layers.SpatialDropout2D, 5: keras.layers.SpatialDropout3D}
+    layer_class = spatial.get(len(h.shape), keras.layers.Dropout)
+    return layer_class(rate, seed=seed, name="dropout")(h), inputs
 
 
 def dropout_mlp(input_dim: int = 784, hidden_units: Sequence[int] = (128, 128, 128), num_classes: int = 10, *,
                 dropout: str = "nsdropout", rate: float = 0.2, first_layer_l2: float = 0.0, refresh: str = "step",
-                rescale_inference: bool = True, seed: int | None = None, name: str | None = None) -> keras.Model:
+                rescale_inference: bool = True, mask_classes: int | None = None, dropout_options: dict | None = None,
+                seed: int | None = None, name: str | None = None) -> keras.Model:
     """Seed 002's network: ``input_dim -> hidden_units (ReLU) -> num_classes`` softmax, one dropout layer after
     the first hidden layer's activation, L2 ``first_layer_l2`` on the first layer's kernel AND bias.
 
     ``dropout="nsdropout"``: an :class:`~masklab.layers.NSDropout` layer named ``dropout``; the model's inputs are
     ``[pixels, mask_class]`` (train with ``fit([x, y], y)``; predict with ``NSDropoutPredictor``).
     ``dropout="dropout"``: standard ``keras.layers.Dropout`` named ``dropout``; one input, ``pixels``.
+    ``"curriculum"`` / ``"targeted"`` (one input) and ``mask_classes`` / ``dropout_options``: see
+    :func:`dropout_layer`.
     Layers: ``hidden_1`` ... ``hidden_n``, ``dropout``, ``output``.
     """
     hidden_units = tuple(hidden_units)
@@ -112,15 +159,8 @@ def dropout_mlp(input_dim: int = 784, hidden_units: Sequence[int] = (128, 128, 1
     pixels = keras.Input((input_dim,), name="pixels")
     h = keras.layers.Dense(hidden_units[0], activation="relu", kernel_regularizer=regularizer,
                            bias_regularizer=regularizer, name="hidden_1")(pixels)
-    if dropout == "nsdropout":
-        # float, not int: an int Input would truncate a class of 1.7 to 1 before the layer could refuse it
-        mask_class = keras.Input((), dtype="float32", name="mask_class")
-        inputs = [pixels, mask_class]
-        h = NSDropout(rate, num_classes, refresh=refresh, rescale_inference=rescale_inference, seed=seed,
-                      name="dropout")([h, mask_class])
-    else:
-        inputs = pixels
-        h = keras.layers.Dropout(rate, seed=seed, name="dropout")(h)
+    h, inputs = dropout_layer(h, pixels, dropout, rate=rate, num_classes=num_classes, mask_classes=mask_classes,
+                              refresh=refresh, rescale_inference=rescale_inference, options=dropout_options, seed=seed)
     for i, units in enumerate(hidden_units[1:], start=2):
         h = keras.layers.Dense(units, activation="relu", name=f"hidden_{i}")(h)
     outputs = keras.layers.Dense(num_classes, activation="softmax", name="output")(h)

@@ -40,6 +40,7 @@ NOTEBOOKS = {
     "neuron_surgery": "40-neuron-surgery.py",
     "pruning": "41-pruning.py",
     "nsdropout": "50-nsdropout.py",
+    "nsdropout_variants": "51-nsdropout-leak-free.py",
 }
 WITHOUT_DATASET = {"sparse_pathways"}
 # notebook parameters that params.yaml does not set: the dataset and update_results (run-notebook sets both),

@@ -569,3 +569,46 @@ def class_targeted_ablation(table: pd.DataFrame, path: str | os.PathLike, *, tit
         grid.figure.suptitle(title, y=1.03, fontsize=10)
     save_figure(grid.figure, path)
     return grid.figure
+
+
+def variant_comparison(scores: pd.DataFrame, summary: pd.DataFrame, path: str | os.PathLike, *,
+                       panel_titles: dict | None = None, title: str = "") -> plt.Figure:
+    """One row per architecture (``arch``): left, test error % of every (method, inference mode), one dot per
+    seed and a bar at the mean; right, its paired difference from standard dropout (same seed), mean and the
+    95 % interval of ``summary`` (``difference_low`` / ``difference_high``); left of the dashed zero = better."""
+    sns.set_theme(style="whitegrid")
+    archs = list(dict.fromkeys(scores["arch"]))
+    heights = [0.32 * scores[scores["arch"] == a].groupby(["method", "mode"]).ngroups + 1.2 for a in archs]
+    fig, axes = plt.subplots(len(archs), 2, figsize=(11, sum(heights)), squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
+    for (left, right), arch in zip(axes, archs):
+        rows = summary[summary["arch"] == arch].reset_index(drop=True)
+        labels = [f"{m} · {mode}" for m, mode in zip(rows["method"], rows["mode"])]
+        position = {(m, mode): i for i, (m, mode) in enumerate(zip(rows["method"], rows["mode"]))}
+        seeds = scores[scores["arch"] == arch]
+        y = [position[(m, mode)] for m, mode in zip(seeds["method"], seeds["mode"])]
+        left.scatter(100 * seeds["test_error"], y, s=14, color="#4c72b0", alpha=0.7, label="one seed")
+        left.scatter(100 * rows["error_mean"], range(len(rows)), marker="|", s=300, color="black", label="mean")
+        left.set_xscale("log")
+        left.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        left.xaxis.set_minor_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}"[0] in "25" else ""))
+        left.set_xlabel("test error % (log scale)")
+        right.errorbar(100 * rows["difference_mean"], range(len(rows)),
+                       xerr=[100 * (rows["difference_mean"] - rows["difference_low"]),
+                             100 * (rows["difference_high"] - rows["difference_mean"])],
+                       fmt="o", color="#c44e52", capsize=3)
+        right.axvline(0, color="grey", linestyle="--", linewidth=1)
+        right.set_xscale("symlog", linthresh=1)
+        right.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:+g}"))
+        right.set_xlabel("minus standard dropout, points (95 % CI, symlog)")
+        for ax in (left, right):
+            ax.set_yticks(range(len(rows)))
+            ax.set_yticklabels(labels if ax is left else [], fontsize=8)
+            ax.set_ylim(len(rows) - 0.5, -0.5)
+        left.set_title((panel_titles or {}).get(arch, arch), fontsize=9, loc="left")
+        left.legend(fontsize=7, loc="lower right")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return fig

@@ -285,8 +285,9 @@ def test_rate_outside_the_open_unit_interval_is_refused(rate):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"num_classes": 1}, "num_classes must be an integer >= 2. Received: num_classes=1"),
-    ({"num_classes": 2.5}, "num_classes must be an integer >= 2"),
+    ({"num_classes": 0}, r"num_classes must be an integer >= 1 \(rows of the mask table; 1: one class-free "
+                         r"mask\). Received: num_classes=0"),
+    ({"num_classes": 2.5}, "num_classes must be an integer >= 1"),
     ({"num_classes": 3, "refresh": "batch"}, "refresh must be one of .* Received: refresh='batch'"),
 ])
 def test_bad_constructor_arguments_are_refused(kwargs, message):

@@ -19,7 +19,7 @@ Both protocols train seed 002's 784-128-128-128-10 MLP full-batch (one Adam step
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import keras
 import numpy as np
@@ -102,7 +102,9 @@ class AccuracyMonitor(keras.callbacks.Callback):
     """
 
     def __init__(self, parts: dict[str, tuple[np.ndarray, np.ndarray]], *, selection_split: str, selection_modes,
-                 curve_modes=(), curve_every: int | None = None, curve_splits=None):
+                 curve_modes=(), curve_every: int | None = None, curve_splits=None, classify=None, router=None):
+        """``classify``: ``model -> f(x, y, modes) -> {mode: classes}`` (default :func:`classifier`);
+        ``router``: a label-free NSDropout router whose state is stored with each best epoch's weights."""
         super().__init__()
         if selection_split == "test":
             raise ValueError("The test split never selects an epoch. Received: selection_split='test'")
@@ -110,10 +112,11 @@ class AccuracyMonitor(keras.callbacks.Callback):
         self.curve_splits = tuple(curve_splits if curve_splits is not None else parts)
         self.selection_modes, self.curve_modes = tuple(selection_modes), tuple(curve_modes)
         self.curve_every = curve_every
+        self.classifier_factory, self.router = classify or classifier, router
         self.rows, self.best = [], {}
 
     def on_train_begin(self, logs=None):
-        self.classify = classifier(self.model)
+        self.classify = self.classifier_factory(self.model)
 
     def on_epoch_end(self, epoch, logs=None):
         on_curve = self.curve_every and (epoch == 0 or (epoch + 1) % self.curve_every == 0)
@@ -131,7 +134,8 @@ class AccuracyMonitor(keras.callbacks.Callback):
                 for mode in self.selection_modes:
                     if mode not in self.best or accuracies[mode] > self.best[mode]["accuracy"]:
                         self.best[mode] = {"epoch": epoch + 1, "accuracy": accuracies[mode],
-                                           "weights": self.model.get_weights()}
+                                           "weights": self.model.get_weights(),
+                                           "router_state": self.router and self.router.get_state()}
 
 
 def classifier(model: keras.Model):
@@ -157,6 +161,7 @@ class Run:
     model: keras.Model
     monitor: AccuracyMonitor
     label: str
+    history: list = field(default_factory=list)  # each epoch's training logs
 
     def use_best(self, mode: str) -> dict:
         """Put back the weights (and class masks) of the epoch ``mode`` selected; returns that record."""
@@ -164,6 +169,8 @@ class Run:
             raise ValueError(f"No epoch was selected for mode {mode!r}; selected modes: {sorted(self.monitor.best)}")
         best = self.monitor.best[mode]
         self.model.set_weights(best["weights"])
+        if self.monitor.router is not None:
+            self.monitor.router.set_state(best["router_state"])
         return best
 
     def score(self, mode: str, x: np.ndarray, y: np.ndarray, score_modes=None) -> dict:
@@ -179,12 +186,13 @@ class Run:
 def train_full_batch(kind: str, train: tuple[np.ndarray, np.ndarray], mask: tuple | None, monitor: AccuracyMonitor,
                      *, num_classes: int, epochs: int, learning_rate: float, decay: float, l2: float, rate: float,
                      hidden_units=(128, 128, 128), rescale_inference: bool = True, mask_labels="true",
-                     fixed_masks: np.ndarray | None = None, seed: int = 0, label: str = "") -> Run:
+                     fixed_masks: np.ndarray | None = None, seed: int = 0, label: str = "", metrics=()) -> Run:
     """Train seed 002's MLP full-batch (one Adam step per epoch) with ``kind`` ``"nsdropout"`` or ``"dropout"``.
 
     NSDropout refreshes every step (the original schedule) against ``mask`` ``(x, y)``. ``mask_labels``:
     ``"true"``; ``"shuffled"`` (control: masks routed and computed from a fixed random permutation of the
     labels, on both train and mask split); ``fixed_masks`` ``(classes, units)``: never refreshed (control).
+    ``metrics``: compiled metrics (e.g. ``["accuracy"]``: the training step's accuracy, dropout masks on).
     """
     x, y = train
     training.enable_determinism(seed)
@@ -193,7 +201,7 @@ def train_full_batch(kind: str, train: tuple[np.ndarray, np.ndarray], mask: tupl
                                refresh=refresh, rescale_inference=rescale_inference, seed=seed)
     schedule = keras.optimizers.schedules.InverseTimeDecay(learning_rate, decay_steps=1, decay_rate=decay)
     model.compile(keras.optimizers.Adam(schedule, epsilon=1e-7), "sparse_categorical_crossentropy",
-                  jit_compile="auto")
+                  metrics=list(metrics) or None, jit_compile="auto")
     callbacks = [monitor]
     fit_inputs = x
     if kind == "nsdropout":
@@ -210,21 +218,24 @@ def train_full_batch(kind: str, train: tuple[np.ndarray, np.ndarray], mask: tupl
     print(f"training {label or kind} (seed {seed}{', ' + mask_labels + ' mask labels' if kind == 'nsdropout' else ''}"
           f"{', fixed masks' if fixed_masks is not None else ''}): {epochs} full-batch steps", flush=True)
     with surgery.new_models_traced():  # this model's (and its predictor's) functions are traced once each
-        fit_full_batch(model, fit_inputs, y, epochs=epochs, callbacks=callbacks)
-    return Run(model, monitor, label or kind)
+        history = fit_full_batch(model, fit_inputs, y, epochs=epochs, callbacks=callbacks)
+    return Run(model, monitor, label or kind, history)
 
 
-def fit_full_batch(model: keras.Model, x, y, *, epochs: int, callbacks=()) -> None:
+def fit_full_batch(model: keras.Model, x, y, *, epochs: int, callbacks=()) -> list[dict]:
     """``epochs`` full-batch steps, the callbacks' epoch hooks after each. Equivalent to ``model.fit(x, y,
     batch_size=len(y), shuffle=False)``, but calls the compiled step directly (``train_on_batch``): with one step
-    per epoch, fit's per-epoch data pipeline would cost more than the step itself."""
+    per epoch, fit's per-epoch data pipeline would cost more than the step itself. Returns each epoch's logs."""
     callback_list = keras.callbacks.CallbackList(list(callbacks), model=model)
     callback_list.on_train_begin()
+    history = []
     for epoch in range(epochs):
         callback_list.on_epoch_begin(epoch)
         logs = model.train_on_batch(x, y, return_dict=True)
         callback_list.on_epoch_end(epoch, logs)
+        history.append(dict(logs))
     callback_list.on_train_end()
+    return history
 
 
 def random_class_masks(num_classes: int, units: int, rate: float, seed: int) -> np.ndarray:

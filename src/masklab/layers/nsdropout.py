@@ -145,7 +145,9 @@ class NSDropout(keras.layers.Layer):
 
     Args:
         rate: fraction of units each class mask drops, in (0, 1); ``round(units * rate)`` units per class.
-        num_classes: number of classes (rows of the mask table).
+        num_classes: number of classes (rows of the mask table). It need not be the model's number of outputs:
+            with a label-free router (:mod:`masklab.layers.nsdropout_routing`) a "class" is whatever the router
+            assigns, e.g. a k-means cluster, or 1 for a single class-free mask.
         refresh: ``"epoch"``, ``"step"`` or ``"never"`` (see module doc).
         rescale_inference: if True (default) a class mask at inference is scaled by ``1 / (1 - rate)`` as in
             training; False reproduces the original implementation, which did not rescale at inference.
@@ -168,8 +170,9 @@ class NSDropout(keras.layers.Layer):
         if isinstance(rate, bool) or not isinstance(rate, (int, float, np.integer, np.floating)) \
                 or not 0 < float(rate) < 1:
             raise ValueError(f"rate must be a number in (0, 1). Received: rate={rate!r}")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
-            raise ValueError(f"num_classes must be an integer >= 2. Received: num_classes={num_classes!r}")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+            raise ValueError(f"num_classes must be an integer >= 1 (rows of the mask table; 1: one class-free "
+                             f"mask). Received: num_classes={num_classes!r}")
         if refresh not in REFRESH_SCHEDULES:
             raise ValueError(f"refresh must be one of {REFRESH_SCHEDULES}. Received: refresh={refresh!r}")
         self.rate = float(rate)
@@ -443,6 +446,18 @@ class NSDropoutPredictor:
         masks = self.layer.get_class_masks()[classes]  # (rows, units); on feature maps, every position
         masks = masks.reshape((len(classes),) + (1,) * (hidden.ndim - 2) + masks.shape[-1:])
         return self._tail(hidden * masks * np.float32(self.layer.inference_scale))
+
+    def outputs_from_hidden(self, hidden, classes=None) -> np.ndarray:
+        """Model outputs from activations ``hidden`` entering the layer (:meth:`hidden`): with no mask where
+        ``classes`` is None, else sample i under the mask of ``classes[i]`` (what a label-free router chose)."""
+        hidden = np.asarray(hidden, dtype=np.float32)
+        if hidden.ndim < 2 or hidden.shape[-1] != self.layer.units:
+            raise ValueError(f"hidden must have shape (N, {self.layer.units}) or (N, ..., {self.layer.units}). "
+                             f"Received: shape {hidden.shape}")
+        if classes is None:
+            return self._tail(hidden)
+        classes = _check_labels(classes, self.layer.num_classes, "classes", len(hidden))
+        return self._masked(hidden, classes)
 
     def _under_every_mask(self, hidden: np.ndarray) -> np.ndarray:
         n, k = len(hidden), self.layer.num_classes
