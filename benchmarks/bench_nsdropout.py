@@ -5,6 +5,9 @@
     by default the training side's class means are summed in the graph as the steps run (one extra pass, over
     the mask split); ``exact`` also re-runs the training set under the end-of-epoch weights. Full-batch training
     with the in-graph per-step refresh. Target: ratio <= 1.2.
+(1b) full-batch steps with a label-free router (notebook 51): the step plus the router's epoch-end work (new
+    routes for the training set and the mask split: forward passes, and k-means refits every 10 steps) vs
+    standard Dropout's step and vs label routing; measured, no target.
 (2) one mask refresh (class means of both sides + top-k masks) for 60 000 x 600 training activations, a
     12 000-row mask split and 10 classes: the compiled in-graph version (segment sums, top_k) vs a NumPy
     one-hot-matmul reference (the issue quotes ~50 ms for NumPy on this machine).
@@ -25,13 +28,14 @@ import numpy as np
 
 from common import EpochTimer, write_benchmark
 from masklab import data, models
-from masklab.layers import NSDropoutRefresh, class_means, masks_from_differences
+from masklab.layers import (ClusterRouter, NSDropoutRefresh, NSDropoutRouting, PredictedClassRouter, SingleMaskRouter,
+                            class_means, masks_from_differences)
 
 
-def build(kind: str, refresh: str) -> keras.Model:
+def build(kind: str, refresh: str, mask_classes: int | None = None) -> keras.Model:
     keras.utils.set_random_seed(0)
     model = models.dropout_mlp(784, (128, 128, 128), 10, dropout=kind, rate=0.2, first_layer_l2=5e-4,
-                               refresh=refresh, seed=0)
+                               refresh=refresh, mask_classes=mask_classes, seed=0)
     model.compile(keras.optimizers.Adam(0.001), "sparse_categorical_crossentropy", jit_compile="auto")
     return model
 
@@ -71,6 +75,26 @@ def full_batch_step_seconds(kind: str, train, mask, steps: int) -> tuple[list[fl
         seconds.append(time.perf_counter() - start)
         epoch_end.append(time.perf_counter() - trained)
     return seconds[1:], epoch_end[1:]
+
+
+ROUTERS = {"predicted_class": (PredictedClassRouter, None), "kmeans": (lambda: ClusterRouter(10, refit_every=10), None),
+           "single_mask": (SingleMaskRouter, 1)}
+
+
+def routed_full_batch_step_seconds(router_name: str, train, mask, steps: int) -> list[float]:
+    """Seconds per full-batch step followed by the routing callback's epoch-end work (notebook 51's schedule)."""
+    make_router, mask_classes = ROUTERS[router_name]
+    model = build("nsdropout", "step", mask_classes)
+    routing = NSDropoutRouting(make_router(), train[0], mask[0])
+    routing.set_model(model)
+    routing.on_train_begin()
+    seconds = []
+    for step in range(steps + 1):
+        start = time.perf_counter()
+        model.train_on_batch([train[0], routing.train_routes.astype(np.float32)], train[1])
+        routing.on_epoch_end(step)
+        seconds.append(time.perf_counter() - start)
+    return seconds[1:]
 
 
 def numpy_refresh(train_h, train_y, mask_h, mask_y, classes: int, n_drop: int) -> np.ndarray:
@@ -130,6 +154,7 @@ def main() -> None:
     minibatch = {"nsdropout": [], "dropout": [], "nsdropout_exact": []}
     full_batch = {"nsdropout": [], "dropout": []}
     mask_split_pass = []
+    routed = {}
     for _ in range(args.repeats):  # alternate the two so drifts in machine load hit both
         for kind in ("dropout", "nsdropout"):
             minibatch[kind] += minibatch_epoch_seconds(kind, train, mask, args.epochs, args.batch_size)
@@ -139,8 +164,10 @@ def main() -> None:
                 mask_split_pass += epoch_end
         minibatch["nsdropout_exact"] += minibatch_epoch_seconds("nsdropout", train, mask, args.epochs,
                                                                 args.batch_size, exact=True)
+        for name in ROUTERS:
+            routed.setdefault(name, []).extend(routed_full_batch_step_seconds(name, train, mask, args.steps))
     median = {name: {k: statistics.median(v) for k, v in table.items()}
-              for name, table in (("minibatch", minibatch), ("full_batch", full_batch))}
+              for name, table in (("minibatch", minibatch), ("full_batch", full_batch), ("routed", routed))}
     result = {
         "data": f"mnist_5k: {len(train[1])} train images, {len(mask[1])} mask-split images, 784-128-128-128-10",
         "minibatch_epoch_s": median["minibatch"], "full_batch_step_s": median["full_batch"],
@@ -155,6 +182,10 @@ def main() -> None:
                                                       - statistics.median(mask_split_pass))
                                                      / median["full_batch"]["dropout"]),
         "target_ratio_max": 1.2,
+        "routed_full_batch_step_s": median["routed"],
+        "routed_ratio_over_dropout": {k: v / median["full_batch"]["dropout"] for k, v in median["routed"].items()},
+        "routed_ratio_over_label_routing": {k: v / median["full_batch"]["nsdropout"]
+                                            for k, v in median["routed"].items()},
         "refresh_60000x600": refresh_timings(60000, 600, 10, max(5, args.repeats)),
         "batch_size": args.batch_size,
     }
@@ -164,6 +195,9 @@ def main() -> None:
     print(f"full batch: the mask-split pass after each step takes {result['full_batch_mask_split_pass_s'] * 1000:.1f} "
           f"ms; the step without it / Dropout: {result['full_batch_ratio_without_mask_split_pass']:.2f}")
     print(f"minibatch with the exact end-of-epoch pass: {result['minibatch_ratio_exact_refresh_over_dropout']:.2f}")
+    for name, ratio in result["routed_ratio_over_dropout"].items():
+        print(f"full batch, {name} routing: {1000 * median['routed'][name]:.1f} ms per step with its routing work, "
+              f"{ratio:.2f}x Dropout, {result['routed_ratio_over_label_routing'][name]:.2f}x label routing")
     refresh = result["refresh_60000x600"]
     print(f"refresh 60000 x 600: in-graph {refresh['in_graph_ms']:.1f} ms, NumPy {refresh['numpy_ms']:.1f} ms, "
           f"same masks: {refresh['masks_equal']}")

@@ -19,7 +19,8 @@
 # 2. **seed 002's MLP** (full batch, as notebook 50): standard, curriculum and targeted dropout; NSDropout routed by
 #    the label (label-free inference), by the model's own predicted class, by a k-means cluster of the activations,
 #    or one class-free mask (`masklab.layers.nsdropout_routing`);
-# 3. **seed 004's CNN**: the same on `(7, 7, 64)` feature maps, one mask per class (or cluster) over channels.
+# 3. **seed 004's CNN**: the same methods on its `(7, 7, 64)` feature maps after the last pooling, one mask per
+#    class (or cluster) over the channels, whole channels dropped (standard dropout: `SpatialDropout2D`).
 #
 # Protocol: epoch chosen on val per (method, inference mode), test scored once, several seeds; paired differences
 # against standard dropout with Student-t 95 % intervals.
@@ -28,8 +29,8 @@
 dataset = "mnist_5k"          # params.yaml: datasets
 seeds = [0, 1, 2]             # nsdropout_variants.seeds: MLP comparison and the presentation run's corrected protocol
 cnn_seeds = [0, 1, 2]         # nsdropout_variants.cnn_seeds
-methods = ["standard dropout"]  # nsdropout_variants.methods: MLP comparison (masklab.experiments.nsdropout_variants.METHODS)
-cnn_methods = ["standard dropout"]  # nsdropout_variants.cnn_methods
+methods = ["standard dropout", "curriculum dropout", "targeted dropout", "NSDropout, label routing", "NSDropout, predicted-class routing", "NSDropout, k-means routing", "NSDropout, single class-free mask"]  # nsdropout_variants.methods
+cnn_methods = ["standard dropout", "curriculum dropout", "targeted dropout", "NSDropout, label routing", "NSDropout, predicted-class routing", "NSDropout, k-means routing", "NSDropout, single class-free mask"]  # nsdropout_variants.cnn_methods
 pool_size = 10000             # nsdropout_variants.pool_size: labelled images (capped at the training split)
 mask_fraction = 0.2           # nsdropout_variants.mask_fraction: of the pool -> mask split (NSDropout kinds)
 rate = 0.2                    # nsdropout_variants.rate: dropout / NSDropout / curriculum (final) rate
@@ -45,7 +46,7 @@ mlp_hidden_units = [128, 128, 128]  # nsdropout_variants.mlp_hidden_units
 cnn_epochs = 12               # nsdropout_variants.cnn_epochs
 cnn_batch_size = 128          # nsdropout_variants.cnn_batch_size
 cnn_learning_rate = 0.001     # nsdropout_variants.cnn_learning_rate: Adam
-presentation = {}             # nsdropout_variants.presentation: the original demo's pool, network and schedule
+presentation = {"pool_size": 500, "mask_fraction": 0.2, "shuffle_seed": 22, "hidden_units": [256, 256, 256], "rate": 0.4, "learning_rate": 0.002, "decay": 5e-7, "l2": 0.0005, "epochs": 18}  # nsdropout_variants.presentation
 update_results = False        # True: write results/ (dvc repro sets it); False: scratch/
 data_dir = None               # None: data/
 results_dir = None            # None: results/nsdropout/<dataset>/, under scratch/ unless update_results
@@ -59,7 +60,7 @@ results_dir = paths.output_dirs("nsdropout", dataset, update_results, results_di
 splits = data.load_splits(dataset, data_dir)
 
 # %% [markdown]
-# ## 1 · The presentation run: 85 % on its training images, "100 %" on test, with the label's mask
+# ## 1 · The presentation run: seed 002's demo (400 training images), with and without the label's mask
 
 # %%
 show = presentation
@@ -83,7 +84,7 @@ mlp_scores = steps.run_comparison("mlp", parts, num_classes=splits.num_classes, 
 print(steps.comparison_table(steps.paired_differences(mlp_scores), "seed 002's MLP"))
 
 # %% [markdown]
-# ## 3 · Seed 004's CNN: one mask per class (or cluster) over the 64 channels
+# ## 3 · Seed 004's CNN: the same methods, one mask per class (or cluster) over the 64 channels
 
 # %%
 cnn_fit = dict(family, epochs=cnn_epochs, learning_rate=cnn_learning_rate, batch_size=cnn_batch_size)

@@ -15,6 +15,8 @@ import pytest
 
 from masklab import ablation, surgery, training
 from masklab import models
+from masklab.layers import (ClusterRouter, CurriculumDropout, NSDropoutRouting, PredictedClassRouter, SingleMaskRouter,
+                            TargetedDropout, fit_routed, predict_routed)
 from masklab.layers import (Connectivity, NeuronMask, NSDropout, NSDropoutPredictor, NSDropoutRefresh, SparseDense,
                             connectivity_hierarchy, keep_from_off, keep_mask, keep_masks, local_receptive_fields,
                             validate_mask)
@@ -108,7 +110,7 @@ CASES = [
     Case("NSDropout/rate True", lambda: NSDropout(True, 3), "rate", "True"),
     Case("NSDropout/rate str", lambda: NSDropout("0.2", 3), "rate", "'0.2'"),
     Case("NSDropout/rate NaN", lambda: NSDropout(NAN, 3), "rate", "nan"),
-    Case("NSDropout/num_classes 1", lambda: NSDropout(0.2, 1), "num_classes", "1"),
+    Case("NSDropout/num_classes 0", lambda: NSDropout(0.2, 0), "num_classes", "0"),
     Case("NSDropout/num_classes float", lambda: NSDropout(0.2, 2.5), "num_classes", "2.5"),
     Case("NSDropout/refresh", lambda: NSDropout(0.2, 3, refresh="sometimes"), "refresh", "'sometimes'"),
     Case("NSDropout/eager class 7", lambda: NSDropout(0.2, 3)([np.ones((2, 5), "float32"), np.array([0, 7])]),
@@ -132,6 +134,32 @@ CASES = [
         X, "oracle", labels=Y + 0.5), "labels", r"0\.5|1\.5"),
     Case("NSDropoutPredictor/all_rule", lambda: NSDropoutPredictor(NSD).predict_classes(X, "all", all_rule="vote"),
          "all_rule", "'vote'"),
+    # --- layers: label-free NSDropout routing, the dropout family ------------------------------------------------
+    Case("CurriculumDropout/rate None", lambda: CurriculumDropout(None, 0.1), "rate", "None"),
+    Case("CurriculumDropout/gamma negative", lambda: CurriculumDropout(0.2, -1), "gamma", "-1"),
+    Case("CurriculumDropout/gamma str", lambda: CurriculumDropout(0.2, "fast"), "gamma", "'fast'"),
+    Case("TargetedDropout/targeted_fraction 0", lambda: TargetedDropout(0.2, 0), "targeted_fraction", "0"),
+    Case("TargetedDropout/rate True", lambda: TargetedDropout(True, 0.5), "rate", "True"),
+    Case("TargetedDropout/magnitude", lambda: TargetedDropout(0.2, 0.5, magnitude="l2"), "magnitude", "'l2'"),
+    Case("ClusterRouter/num_clusters 2.5", lambda: ClusterRouter(2.5), "num_clusters", "2.5"),
+    Case("ClusterRouter/refit_every 0", lambda: ClusterRouter(3, refit_every=0), "refit_every", "0"),
+    Case("NSDropoutRouting/router None", lambda: NSDropoutRouting(None, X, X), "router", "NoneType"),
+    Case("NSDropoutRouting/NaN train_x", lambda: NSDropoutRouting(PredictedClassRouter(), X_NAN, X), "train_x", "NaN"),
+    Case("NSDropoutRouting/empty mask_x", lambda: NSDropoutRouting(PredictedClassRouter(), X, X[:0]), "mask_x",
+         r"\(0, 6\)"),
+    Case("fit_routed/routing None", lambda: fit_routed(NSD, None, Y, epochs=1), "routing", "NoneType"),
+    Case("fit_routed/epochs -1", lambda: fit_routed(NSD, NSDropoutRouting(PredictedClassRouter(), X, X), Y,
+                                                    epochs=-1), "epochs", "-1"),
+    Case("fit_routed/batch_size 0", lambda: fit_routed(NSD, NSDropoutRouting(PredictedClassRouter(), X, X), Y,
+                                                       epochs=1, batch_size=0), "batch_size", "0"),
+    Case("fit_routed/y length", lambda: fit_routed(NSD, NSDropoutRouting(PredictedClassRouter(), X, X), Y[:3],
+                                                   epochs=1), "y", "3 labels"),
+    Case("predict_routed/router for another table", lambda: predict_routed(NSDropoutPredictor(NSD),
+                                                                           SingleMaskRouter(), X), "num_classes", "3"),
+    Case("dropout_mlp/dropout_options", lambda: models.dropout_mlp(6, (5,), 3, dropout="targeted",
+                                                                   dropout_options={"gamma": 1}), "dropout_options",
+         "gamma"),
+    Case("seed_cnn/dropout", lambda: models.seed_cnn(dropout="spatial"), "dropout", "'spatial'"),
     # --- layers: sparse connectivity --------------------------------------------------------------------------
     Case("Connectivity/all zero", lambda: Connectivity(np.zeros((3, 2))), "connectivity", r"\(3, 2\)"),
     Case("Connectivity/soft", lambda: Connectivity(np.full((3, 2), 0.5)), "connectivity", r"0\.5"),

@@ -29,3 +29,6 @@ def test_use_masklab_in_your_own_model_runs_as_written():
     np.testing.assert_allclose(namespace["outputs"][0], net.predict(x, verbose=0), rtol=1e-4, atol=1e-5)
     assert len(namespace["per_unit"]) == 32 and namespace["selectivity"].shape == (32,)
     assert namespace["mean_ablated"][0] == 1.0
+    routed = namespace["routed_probabilities"]
+    assert routed.shape == (256, 10)
+    np.testing.assert_allclose(routed.sum(-1), 1.0, rtol=1e-5)

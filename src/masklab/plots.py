@@ -575,7 +575,8 @@ def variant_comparison(scores: pd.DataFrame, summary: pd.DataFrame, path: str | 
                        panel_titles: dict | None = None, title: str = "") -> plt.Figure:
     """One row per architecture (``arch``): left, test error % of every (method, inference mode), one dot per
     seed and a bar at the mean; right, its paired difference from standard dropout (same seed), mean and the
-    95 % interval of ``summary`` (``difference_low`` / ``difference_high``); left of the dashed zero = better."""
+    interval of ``summary`` (``difference_low`` / ``difference_high``, at its ``confidence``); left of the dashed
+    zero = better."""
     sns.set_theme(style="whitegrid")
     archs = list(dict.fromkeys(scores["arch"]))
     heights = [0.32 * scores[scores["arch"] == a].groupby(["method", "mode"]).ngroups + 1.2 for a in archs]
@@ -600,7 +601,8 @@ def variant_comparison(scores: pd.DataFrame, summary: pd.DataFrame, path: str | 
         right.axvline(0, color="grey", linestyle="--", linewidth=1)
         right.set_xscale("symlog", linthresh=1)
         right.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:+g}"))
-        right.set_xlabel("minus standard dropout, points (95 % CI, symlog)")
+        level = f"{100 * float(rows['confidence'].iloc[0]):g} %" if "confidence" in rows else "95 %"
+        right.set_xlabel(f"minus standard dropout, points ({level} CI, symlog)")
         for ax in (left, right):
             ax.set_yticks(range(len(rows)))
             ax.set_yticklabels(labels if ax is left else [], fontsize=8)

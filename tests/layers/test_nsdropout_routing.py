@@ -91,6 +91,40 @@ def test_cluster_routing_with_mini_batches_and_the_epoch_schedule_on_feature_map
     np.testing.assert_array_equal(routing.train_routes, router.route(predictor, hidden))
     masks = model.get_layer("dropout").get_class_masks()
     assert masks.shape == (4, 64) and set(np.unique(masks)) <= {0.0, 1.0}
+    # the masks belong to the end-of-epoch router state: NumPy means of the channel means per route
+    head = keras.Model(model.inputs[0], model.get_layer("pool_2").output)
+    train_stats, mask_stats = head.predict(images, verbose=0).mean((1, 2)), head.predict(images[:24], verbose=0).mean((1, 2))
+    nearest = lambda p: np.argmin(((p[:, None] - router.centers[None]) ** 2).sum(-1), axis=1)  # noqa: E731
+    train_routes, mask_routes = nearest(train_stats), nearest(mask_stats)
+    for k in range(4):
+        if k in routing.absent_routes.get(2, []):
+            continue
+        difference = train_stats[train_routes == k].mean(0) - mask_stats[mask_routes == k].mean(0)
+        dropped = masks[k] == 0
+        assert dropped.sum() == 13  # round(64 * 0.2): the 13 largest differences (up to float32 near-ties)
+        assert difference[dropped].min() >= difference[~dropped].max() - 1e-6
+
+
+def test_a_route_without_mask_split_samples_keeps_its_mask_and_is_recorded():
+    training.enable_determinism(0)
+    model = compiled(models.dropout_mlp(8, (10, 6), 3, rate=0.3, mask_classes=3, refresh="epoch", seed=0))
+    routing = NSDropoutRouting(ClusterRouter(3, seed=0), X, X_MASK[:1])  # one mask-split sample: 2 routes empty
+    fit_routed(model, routing, Y, epochs=2, batch_size=40)
+    assert set(routing.absent_routes) == {1, 2} and len(routing.absent_routes[2]) >= 2
+    masks = model.get_layer("dropout").get_class_masks()
+    for k in routing.absent_routes[2]:
+        if all(k in routing.absent_routes[e] for e in (1, 2)):
+            np.testing.assert_array_equal(masks[k], np.ones(10))  # never refreshed: keeps every unit
+    assert [c.sum() for c in routing.mask_route_counts] == [1, 1]
+
+
+def test_class_modes_are_refused_when_the_masks_are_not_one_per_output_class():
+    model = models.dropout_mlp(8, (10, 6), 3, rate=0.3, mask_classes=4, seed=0)
+    predictor = NSDropoutPredictor(model)
+    with pytest.raises(ValueError, match=r"Modes \['predicted'\] read mask k as the mask of output class k, but "
+                                         r"layer 'dropout' has num_classes=4 masks for 3 outputs"):
+        predictor.predict_classes(X, "predicted")
+    assert predictor.predict_classes(X, "none").shape == (len(X),)
 
 
 def test_bad_routing_setups_are_refused():
@@ -115,5 +149,13 @@ def test_bad_routing_setups_are_refused():
         fit_routed(never, NSDropoutRouting(PredictedClassRouter(), X, X_MASK), Y, epochs=1)
     with pytest.raises(ValueError, match="no centres yet"):
         ClusterRouter(3).route(None, X)
+    with pytest.raises(ValueError, match="seed must be an integer >= 0. Received: seed=None"):
+        ClusterRouter(3, seed=None)
+    with pytest.raises(ValueError, match=r"state must be \(3, units\) centres or None. Received: shape \(2, 8\)"):
+        ClusterRouter(3).set_state(np.zeros((2, 8)))
+    fitted = ClusterRouter(3)
+    fitted.fit(None, X, 0)
+    with pytest.raises(ValueError, match="hidden has 5 units .* the centres 8"):
+        fitted.route(None, X[:, :5])
     with pytest.raises(ValueError, match="mask_x contains NaN"):
         NSDropoutRouting(PredictedClassRouter(), X, np.full((2, 8), np.nan, np.float32))

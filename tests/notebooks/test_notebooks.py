@@ -265,6 +265,37 @@ def test_nsdropout_notebook_reproduces_and_corrects(prepared_mnist_5k, tmp_path)
 
 @on_tensorflow
 @pytest.mark.slow
+def test_leak_free_nsdropout_notebook_compares_every_method_on_both_networks(prepared_mnist_5k, tmp_path):
+    data_dir, splits = prepared_mnist_5k
+    presentation = {"pool_size": 300, "mask_fraction": 0.2, "shuffle_seed": 22, "hidden_units": [16, 16],
+                    "rate": 0.4, "learning_rate": 0.002, "decay": 5e-7, "l2": 0.0005, "epochs": 3}
+    run_notebook("51-nsdropout-leak-free.py", tmp_path, dataset="mnist_5k", seeds=[0, 1], cnn_seeds=[0, 1],
+                 methods=["standard dropout", "curriculum dropout", "NSDropout, predicted-class routing"],
+                 cnn_methods=["standard dropout", "NSDropout, k-means routing"], pool_size=300, mlp_epochs=3,
+                 mlp_hidden_units=[16, 16], cnn_epochs=1, presentation=presentation, data_dir=str(data_dir),
+                 results_dir=str(tmp_path / "results"))
+    out = tmp_path / "results" / "leak_free"
+    scores = pd.read_csv(out / "scores.csv")  # method names hold commas: quoted CSV
+    rows = set(zip(scores["arch"], scores["method"], scores["mode"], scores["seed"].tolist()))
+    expected = {("mlp", "standard dropout", "none"), ("mlp", "curriculum dropout", "none"),
+                ("mlp", "NSDropout, predicted-class routing", "none"),
+                ("mlp", "NSDropout, predicted-class routing", "routed"), ("cnn", "standard dropout", "none"),
+                ("cnn", "NSDropout, k-means routing", "none"), ("cnn", "NSDropout, k-means routing", "routed")}
+    assert rows == {(*row, seed) for row in expected for seed in (0, 1)}
+    results = json.loads((out / "results.json").read_text())
+    assert results["data"]["fingerprints"] == splits.summary()["fingerprints"]
+    assert results["splits"]["train"]["size"] == 240 and results["splits"]["mask"]["size"] == 60
+    shown = results["presentation"]["original"]
+    assert {name: s["size"] for name, s in shown["splits"].items()} == {"train": 240, "mask": 60, "selection": 48,
+                                                                        "test": 1000}
+    assert set(results["verdict"]) == {"mlp", "cnn"}
+    assert len((out / "presentation.md").read_text().splitlines()) == 11
+    assert (out / "comparison.png").stat().st_size > 10_000
+    assert len(json.loads((out / "metrics.json").read_text())) <= 8
+
+
+@on_tensorflow
+@pytest.mark.slow
 def test_pruning_notebook_prunes_exactly_and_fine_tunes(prepared_mnist_5k, tmp_path):
     data_dir, splits = prepared_mnist_5k
     run_notebook("41-pruning.py", tmp_path, dataset="mnist_5k", widths=[4, 8, 8], epochs=1, fractions=[0.0, 0.5],

@@ -162,6 +162,7 @@ class Run:
     monitor: AccuracyMonitor
     label: str
     history: list = field(default_factory=list)  # each epoch's training logs
+    routing: object = None  # the NSDropoutRouting callback of a label-free routed run (notebook 51)
 
     def use_best(self, mode: str) -> dict:
         """Put back the weights (and class masks) of the epoch ``mode`` selected; returns that record."""

@@ -9,7 +9,8 @@
   with probability ``rate``, per sample; the other units are always kept. Expected share of units dropped:
   ``rate * targeted_fraction``.
 
-Both act like ``keras.layers.Dropout`` otherwise: identity at inference, a fresh mask per sample in training,
+Both act like ``keras.layers.Dropout`` in these respects (TargetedDropout does not rescale the kept units, as in
+the paper): identity at inference, a fresh mask per sample in training,
 ``(batch, units)`` or feature maps ``(batch, ..., channels)`` (whole channels kept or dropped, as
 ``SpatialDropout``), channels last, seeded through ``keras.random.SeedGenerator``.
 """

@@ -323,6 +323,13 @@ class NSDropout(keras.layers.Layer):
         self._reset_epoch_sums()
         return absent
 
+    def _refresh_from_means(self, train_means, train_counts, mask_means, mask_counts) -> None:
+        """New masks from both sides' class means; a class absent on either side keeps its mask."""
+        self.class_masks.assign(refreshed_class_masks(train_means, train_counts, mask_means, mask_counts,
+                                                      self.class_masks.value, self.n_drop))
+        self.refreshed.assign(1.0)
+        self._reset_epoch_sums()
+
     def _reset_epoch_sums(self) -> None:
         """A refresh closes an epoch: the next one sums its training activations from zero."""
         self.epoch_sums.assign(ops.zeros_like(self.epoch_sums.value))
@@ -482,6 +489,13 @@ class NSDropoutPredictor:
             raise ValueError(f"modes must be among {INFERENCE_MODES}. Received: {modes}")
         if all_rule not in ALL_RULES:
             raise ValueError(f"all_rule must be one of {ALL_RULES}. Received: all_rule={all_rule!r}")
+        outputs = int(self.model.outputs[0].shape[-1])
+        by_class = [m for m in modes if m != "none"]
+        if by_class and self.layer.num_classes != outputs:
+            raise ValueError(f"Modes {by_class} read mask k as the mask of output class k, but layer "
+                             f"{self.layer.name!r} has num_classes={self.layer.num_classes} masks for {outputs} "
+                             f"outputs (a label-free router's routes?): use mode 'none', or predict_routed with "
+                             f"the router.")
         if "oracle" in modes:
             if labels is None:
                 raise ValueError("mode 'oracle' applies the TRUE label's mask (the original's label leak) and "

@@ -12,11 +12,17 @@ replaces the label by something the model can compute from ``x`` both in trainin
   with ``num_classes=1``), which drops the units whose training mean most exceeds their mask-split mean.
 
 The masks themselves are computed as NSDropout always does (per route: training mean minus mask-split mean,
-the ``round(units * rate)`` largest dropped), with the mask split routed by the same router.
+the ``round(units * rate)`` largest dropped), with the mask split routed by the same router. A route that no
+training or no mask-split sample takes keeps its previous mask (all ones before its first refresh); the callback
+records such routes per epoch (``absent_routes``) instead of failing, since early in training a router may leave
+a class or cluster empty.
 
 :class:`NSDropoutRouting` is the callback that keeps the routes current (it replaces ``NSDropoutRefresh``; do
-not use both): at the start of training and at every epoch end it refits the router on the training
-activations, recomputes the routes of the training data and hands the mask split's per-route means to the layer.
+not use both): at the start of training it routes the training data; at every epoch end it refits the router on
+the training activations, recomputes the routes of the training data and of the mask split, and recomputes the
+masks from both under that one router state (with the ``"step"`` schedule it also stores the mask split's
+per-route means, from which every step recomputes the masks on its own batch). Routes, masks and the router
+state therefore always belong together: in the next epoch's steps, and for any evaluation at the epoch's end.
 :func:`fit_routed` trains with them (full batch or mini-batches): routes computed at the end of epoch ``e``
 route the steps of epoch ``e + 1``. At inference, :func:`predict_routed` routes and masks in one call.
 """
@@ -95,17 +101,23 @@ class ClusterRouter(Router):
 
     def __init__(self, num_clusters: int, refit_every: int = 1, seed: int = 0, max_iter: int = 100):
         for name, value, low in (("num_clusters", num_clusters, 2), ("refit_every", refit_every, 1),
-                                 ("max_iter", max_iter, 1)):
+                                 ("max_iter", max_iter, 1), ("seed", seed, 0)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}. Received: {name}={value!r}")
         self.num_routes = int(num_clusters)
         self.refit_every, self.seed, self.max_iter = int(refit_every), int(seed), int(max_iter)
-        self.centers = None
+        self.centers, self.converged = None, True
 
     def fit(self, predictor, hidden, epoch):
+        """k-means on the training activations (every ``refit_every`` epochs, warm-started after the first).
+        ``converged`` is False after a fit that stopped at ``max_iter`` or found fewer distinct points than
+        clusters (sklearn then returns duplicate centres: some route is left empty, see ``absent_routes``)."""
         if self.centers is not None and epoch % self.refit_every:
             return
+        import warnings
+
         from sklearn.cluster import KMeans
+        from sklearn.exceptions import ConvergenceWarning
 
         points = _statistics(hidden).astype(np.float64)
         if len(points) < self.num_routes:
@@ -113,13 +125,21 @@ class ClusterRouter(Router):
                              f"Received: {len(points)}")
         init = "k-means++" if self.centers is None else self.centers
         kmeans = KMeans(self.num_routes, init=init, n_init=1, max_iter=self.max_iter, random_state=self.seed)
-        self.centers = kmeans.fit(points).cluster_centers_
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            kmeans.fit(points)
+        self.converged = kmeans.n_iter_ < self.max_iter and not any(
+            issubclass(w.category, ConvergenceWarning) for w in caught)
+        self.centers = kmeans.cluster_centers_
 
     def route(self, predictor, hidden):
         if self.centers is None:
             raise ValueError("ClusterRouter has no centres yet: fit it on training activations first "
                              "(NSDropoutRouting does so at train begin).")
         points = _statistics(hidden).astype(np.float64)
+        if points.shape[-1] != self.centers.shape[-1]:
+            raise ValueError(f"hidden has {points.shape[-1]} units (channels), the centres "
+                             f"{self.centers.shape[-1]}: route the activations of the layer the router was fit on.")
         # squared distances without the (N, K, units) difference tensor
         distances = (points ** 2).sum(1)[:, None] - 2 * points @ self.centers.T + (self.centers ** 2).sum(1)
         return distances.argmin(-1)
@@ -128,7 +148,10 @@ class ClusterRouter(Router):
         return None if self.centers is None else self.centers.copy()
 
     def set_state(self, state):
-        self.centers = None if state is None else np.array(state)
+        if state is not None and (np.ndim(state) != 2 or np.shape(state)[0] != self.num_routes):
+            raise ValueError(f"state must be ({self.num_routes}, units) centres or None. Received: shape "
+                             f"{np.shape(state)}")
+        self.centers = None if state is None else np.array(state, dtype=np.float64)
 
 
 def _check_router(router, layer, model) -> None:
@@ -169,6 +192,9 @@ def fit_routed(model: keras.Model, routing: "NSDropoutRouting", y, *, epochs: in
                              f"{' or None (full batch)' if name == 'batch_size' else ''}. Received: "
                              f"{name}={epochs if name == 'epochs' else batch_size!r}")
     callback_list = keras.callbacks.CallbackList([routing, *callbacks], model=model)
+    steps = 1 if batch_size is None else -(-len(y) // batch_size)
+    callback_list.set_params({"epochs": epochs, "steps": steps, "verbose": 0})
+    model.stop_training = False
     callback_list.on_train_begin()
     history = []
     for epoch in range(epochs):
@@ -183,6 +209,8 @@ def fit_routed(model: keras.Model, routing: "NSDropoutRouting", y, *, epochs: in
             logs = model.train_on_batch(inputs, y[rows], return_dict=True)
         callback_list.on_epoch_end(epoch, logs)
         history.append(dict(logs))
+        if model.stop_training:  # e.g. keras.callbacks.EarlyStopping
+            break
     callback_list.on_train_end()
     return history
 
@@ -198,7 +226,10 @@ class NSDropoutRouting(keras.callbacks.Callback):
 
     Train with :func:`fit_routed` (full batch with the ``"step"`` schedule, mini-batches with ``"epoch"``).
     ``train_routes``: the current route of every training sample; ``route_counts``: per epoch (the first entry:
-    at train begin), how many training samples each route received.
+    at train begin), how many training samples each route received; ``mask_route_counts``: the same for the mask
+    split, per epoch end; ``absent_routes``: ``{epoch: routes}`` that no training or no mask-split sample took at
+    that epoch's end (their masks were kept). With either schedule the masks are recomputed at every epoch end
+    from the end-of-epoch activations (one pass over ``train_x`` and ``mask_x``, which the new routes need anyway).
     """
 
     def __init__(self, router: Router, train_x, mask_x, layer=None):
@@ -209,7 +240,7 @@ class NSDropoutRouting(keras.callbacks.Callback):
         self.train_x = _check_inputs(train_x, "train_x")
         self.mask_x = _check_inputs(mask_x, "mask_x")
         self.train_routes = None
-        self.route_counts = []
+        self.route_counts, self.mask_route_counts, self.absent_routes = [], [], {}
 
     def on_train_begin(self, logs=None):
         self.predictor = NSDropoutPredictor(self.model, self.layer_ref)
@@ -217,23 +248,29 @@ class NSDropoutRouting(keras.callbacks.Callback):
         if self.predictor.layer.refresh_schedule == "never":
             raise ValueError(f"Layer {self.predictor.layer.name!r} has refresh='never': routes would change but its "
                              f"masks never would. Use refresh='step' or 'epoch'.")
-        self._reroute(epoch=0)
-
-    def _reroute(self, epoch: int) -> None:
         hidden = self.predictor.hidden(self.train_x)
-        self.router.fit(self.predictor, hidden, epoch)
+        self.router.fit(self.predictor, hidden, 0)
+        self._route_training_data(hidden)
+
+    def _route_training_data(self, hidden):
         self.train_routes = np.asarray(self.router.route(self.predictor, hidden), dtype=np.int64)
         self.route_counts.append(np.bincount(self.train_routes, minlength=self.predictor.layer.num_classes))
 
-    def _mask_split_means(self):
-        hidden = self.predictor.hidden(self.mask_x)
-        routes = self.router.route(self.predictor, hidden)
-        return class_means(_statistics(hidden), routes, self.predictor.layer.num_classes)
-
     def on_epoch_end(self, epoch, logs=None):
         layer = self.predictor.layer
-        if layer.refresh_schedule == "epoch":  # the epoch's steps used the current routes: same router state
-            layer._refresh_from_epoch_means(*self._mask_split_means())
-        self._reroute(epoch + 1)
-        if layer.refresh_schedule == "step":  # the next step routes with the new state: mask split likewise
-            layer._assign_mask_split(*self._mask_split_means())
+        train_hidden = self.predictor.hidden(self.train_x)
+        self.router.fit(self.predictor, train_hidden, epoch + 1)
+        self._route_training_data(train_hidden)
+        mask_hidden = self.predictor.hidden(self.mask_x)
+        mask_routes = np.asarray(self.router.route(self.predictor, mask_hidden), dtype=np.int64)
+        self.mask_route_counts.append(np.bincount(mask_routes, minlength=layer.num_classes))
+        train_means = class_means(_statistics(train_hidden), self.train_routes, layer.num_classes)
+        mask_means = class_means(_statistics(mask_hidden), mask_routes, layer.num_classes)
+        # masks for the new router state now (what an evaluation at this epoch's end sees); under "step" every
+        # next step recomputes them on its own batch against the stored mask-split means
+        layer._refresh_from_means(*train_means, *mask_means)
+        if layer.refresh_schedule == "step":
+            layer._assign_mask_split(*mask_means)
+        absent = np.flatnonzero((self.route_counts[-1] == 0) | (self.mask_route_counts[-1] == 0)).tolist()
+        if absent:
+            self.absent_routes[epoch + 1] = absent
