@@ -590,10 +590,13 @@ def variant_comparison(scores: pd.DataFrame, summary: pd.DataFrame, path: str | 
         y = [position[(m, mode)] for m, mode in zip(seeds["method"], seeds["mode"])]
         left.scatter(100 * seeds["test_error"], y, s=14, color="#4c72b0", alpha=0.7, label="one seed")
         left.scatter(100 * rows["error_mean"], range(len(rows)), marker="|", s=300, color="black", label="mean")
-        left.set_xscale("log")
-        left.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-        left.xaxis.set_minor_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}"[0] in "25" else ""))
-        left.set_xlabel("test error % (log scale)")
+        errors = 100 * seeds["test_error"]
+        wide = errors.max() > 10 * max(errors.min(), 1e-3)  # a log scale only when errors span a decade
+        if wide:
+            left.set_xscale("log")
+            left.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            left.xaxis.set_minor_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}"[0] in "25" else ""))
+        left.set_xlabel(f"test error %{' (log scale)' if wide else ''}")
         right.errorbar(100 * rows["difference_mean"], range(len(rows)),
                        xerr=[100 * (rows["difference_mean"] - rows["difference_low"]),
                              100 * (rows["difference_high"] - rows["difference_mean"])],

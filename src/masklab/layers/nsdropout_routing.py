@@ -178,6 +178,10 @@ def fit_routed(model: keras.Model, routing: "NSDropoutRouting", y, *, epochs: in
     order (``seed + epoch``). ``routing`` runs first among the callbacks, so the routes that a later callback
     (or the next epoch) sees are those of the end-of-epoch weights. Returns the per-epoch logs of the last step.
 
+    With the ``"step"`` schedule and mini-batches, every step recomputes the masks from its own batch (the
+    per-batch class means against the stored mask-split means); ``keras.callbacks.EarlyStopping`` and other
+    callbacks that set ``model.stop_training`` end the loop after the epoch; batch-level hooks are not called.
+
     A loop of ``train_on_batch`` rather than ``fit``: ``fit`` builds the next epoch's input pipeline (and may
     prefetch from it) before the epoch-end callbacks run, so a batch could carry routes of an older epoch.
     """
