@@ -295,6 +295,11 @@ def test_bad_constructor_arguments_are_refused(kwargs, message):
         NSDropout(0.5, **kwargs)
 
 
+def test_a_rate_that_drops_no_unit_is_refused():
+    with pytest.raises(ValueError, match=r"rate=0.02 drops round\(16 \* 0.02\) = 0 of 16 units"):
+        NSDropout(0.02, 4).build([(None, 16), (None,)])
+
+
 def test_bad_shapes_are_refused():
     with pytest.raises(ValueError, match="two inputs"):
         NSDropout(0.2, 3).build((None, 10))

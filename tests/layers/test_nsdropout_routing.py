@@ -157,5 +157,11 @@ def test_bad_routing_setups_are_refused():
     fitted.fit(None, X, 0)
     with pytest.raises(ValueError, match="hidden has 5 units .* the centres 8"):
         fitted.route(None, X[:, :5])
+    with pytest.raises(ValueError, match=r"mask_x must have shape \(N, 8\), the model's input 'pixels'. "
+                                         r"Received: shape \(40, 4, 2\)"):
+        fit_routed(model, NSDropoutRouting(PredictedClassRouter(), X, X_MASK.reshape(40, 4, 2)), Y, epochs=1)
+    with pytest.raises(ValueError, match="NSDropoutRouting was passed to model.fit"):
+        model.fit([X, np.zeros(len(X), np.float32)], Y, epochs=1, verbose=0,
+                  callbacks=[NSDropoutRouting(PredictedClassRouter(), X, X_MASK)])
     with pytest.raises(ValueError, match="mask_x contains NaN"):
         NSDropoutRouting(PredictedClassRouter(), X, np.full((2, 8), np.nan, np.float32))

@@ -204,6 +204,9 @@ class NSDropout(keras.layers.Layer):
         if self.n_drop >= self.units:
             raise ValueError(f"rate={self.rate} drops round({self.units} * {self.rate}) = {self.n_drop} of "
                              f"{self.units} units: every unit. Use a smaller rate or more units.")
+        if self.n_drop == 0:
+            raise ValueError(f"rate={self.rate} drops round({self.units} * {self.rate}) = 0 of {self.units} units: "
+                             f"the class masks would keep every unit. Use a larger rate or more units.")
         table = (self.num_classes, self.units)
         self.class_masks = self.add_weight(name="class_masks", shape=table, initializer="ones", trainable=False)
         self.refreshed = self.add_weight(name="refreshed", shape=(), initializer="zeros", trainable=False)

@@ -18,13 +18,18 @@ records such routes per epoch (``absent_routes``) instead of failing, since earl
 a class or cluster empty.
 
 :class:`NSDropoutRouting` is the callback that keeps the routes current (it replaces ``NSDropoutRefresh``; do
-not use both): at the start of training it routes the training data; at every epoch end it refits the router on
+not use both; and not with ``model.fit``, which it refuses): at the start of training it routes the training data; at every epoch end it refits the router on
 the training activations, recomputes the routes of the training data and of the mask split, and recomputes the
 masks from both under that one router state (with the ``"step"`` schedule it also stores the mask split's
 per-route means, from which every step recomputes the masks on its own batch). Routes, masks and the router
 state therefore always belong together: in the next epoch's steps, and for any evaluation at the epoch's end.
 :func:`fit_routed` trains with them (full batch or mini-batches): routes computed at the end of epoch ``e``
 route the steps of epoch ``e + 1``. At inference, :func:`predict_routed` routes and masks in one call.
+
+A router holds state (k-means centres) that belongs to ONE trained model: use one router per model, and save
+``router.get_state()`` next to the model (``set_state`` after loading) to route as in training. The model's
+outputs must depend on ``x`` only through the NSDropout layer (``NSDropoutPredictor`` splits the model there):
+the layer may sit on the main path of a residual network, after an ``Add``, but not inside a residual branch.
 """
 
 from __future__ import annotations
@@ -252,9 +257,21 @@ class NSDropoutRouting(keras.callbacks.Callback):
         if self.predictor.layer.refresh_schedule == "never":
             raise ValueError(f"Layer {self.predictor.layer.name!r} has refresh='never': routes would change but its "
                              f"masks never would. Use refresh='step' or 'epoch'.")
+        data_input = self.predictor.head.inputs[0]
+        for name, x in (("train_x", self.train_x), ("mask_x", self.mask_x)):
+            expected = tuple(data_input.shape[1:])
+            if len(x.shape[1:]) != len(expected) or any(e is not None and e != a
+                                                         for e, a in zip(expected, x.shape[1:])):
+                raise ValueError(f"{name} must have shape (N, {', '.join(map(str, expected))}), the model's input "
+                                 f"{data_input.name!r}. Received: shape {x.shape}")
         hidden = self.predictor.hidden(self.train_x)
         self.router.fit(self.predictor, hidden, 0)
         self._route_training_data(hidden)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        raise ValueError("NSDropoutRouting was passed to model.fit: fit feeds the mask_class input from your data, "
+                         "not from the router's routes, so training and masks would disagree. Train with "
+                         "masklab.layers.fit_routed(model, routing, y, ...).")
 
     def _route_training_data(self, hidden):
         self.train_routes = np.asarray(self.router.route(self.predictor, hidden), dtype=np.int64)
